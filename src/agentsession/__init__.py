@@ -1,0 +1,39 @@
+"""agentsession: sessions done right for AI-agent chat gateways on Starlette and FastAPI."""
+
+from agentsession.config import AgentSessionConfig, load_config
+from agentsession.cookies import CookieCodec
+from agentsession.errors import (
+    AgentSessionError,
+    ConfigError,
+    SessionNotFound,
+    SessionTooLarge,
+    StoreUnavailable,
+)
+from agentsession.middleware import SessionMiddleware
+from agentsession.session import (
+    Session,
+    get_client_id,
+    get_session_id,
+    regenerate_session_id,
+    set_session_id,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentSessionConfig",
+    "AgentSessionError",
+    "ConfigError",
+    "CookieCodec",
+    "Session",
+    "SessionMiddleware",
+    "SessionNotFound",
+    "SessionTooLarge",
+    "StoreUnavailable",
+    "__version__",
+    "get_client_id",
+    "get_session_id",
+    "load_config",
+    "regenerate_session_id",
+    "set_session_id",
+]

@@ -1,0 +1,420 @@
+"""Configuration: the ``session``, ``session_service`` and ``data_retention`` sections.
+
+A YAML file (``${VAR}`` / ``${VAR, default}`` substituted from the environment
+before parsing) and/or the environment give one frozen ``AgentSessionConfig``.
+Every value is validated here, so the rest of the package can trust it; a bad
+value raises ``ConfigError`` naming the key (or the environment variable).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from agentsession.errors import ConfigError
+
+__all__ = [
+    "AgentSessionConfig",
+    "CookieConfig",
+    "RetentionConfig",
+    "ServiceConfig",
+    "config_from_mapping",
+    "load_config",
+    "parse_duration",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CookieConfig:
+    """The signed-cookie layer (DESIGN §3); durations in seconds, secrets kept out of repr."""
+
+    secret_key: str | None = field(default=None, repr=False)
+    secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
+    cookie_name: str = "session"
+    max_age: int | None = 14 * 24 * 3600
+    path: str = "/"
+    domain: str | None = None
+    same_site: Literal["lax", "strict", "none"] = "lax"
+    https_only: bool | Literal["auto"] = "auto"
+    partitioned: bool = False
+    refresh_after: int | None = None
+
+    @property
+    def effective_refresh_after(self) -> int | None:
+        """Age after which a cookie is re-sent: ``refresh_after``, else a tenth of ``max_age``."""
+        if self.refresh_after is not None:
+            return self.refresh_after
+        if self.max_age is not None and self.max_age > 0:
+            return self.max_age // 10
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    """Where conversations live (DESIGN §4): ``memory``, or ``sql`` at ``database_url``."""
+
+    type: Literal["memory", "sql"] = "memory"
+    database_url: str | None = field(default=None, repr=False)  # may hold a password
+    ttl: int | None = None
+    pool_size: int = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetentionConfig:
+    """What the retention scheduler prunes and how often (DESIGN §5)."""
+
+    enabled: bool = True
+    task_retention_days: int = 90
+    feedback_retention_days: int = 90
+    session_retention_days: int = 0
+    cleanup_interval_hours: float = 24
+    batch_size: int = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentSessionConfig:
+    """The whole validated configuration of the package."""
+
+    session: CookieConfig = field(default_factory=CookieConfig)
+    session_service: ServiceConfig = field(default_factory=ServiceConfig)
+    data_retention: RetentionConfig = field(default_factory=RetentionConfig)
+
+    @classmethod
+    def from_mapping(
+        cls, data: Mapping[str, object], *, env: Mapping[str, str] | None = None
+    ) -> AgentSessionConfig:
+        """Validate an already-parsed document, then apply env overrides (default os.environ).
+
+        Only the three known top-level sections are read; other keys belong to the app.
+        Pass ``env={}`` to ignore the environment.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"the configuration must be a mapping, got {_show(data)}")
+        env = os.environ if env is None else env
+        raw = {name: _read_section(data, name, fields) for name, fields in _SECTIONS.items()}
+        for name, overrides in _env_overrides(env).items():
+            raw[name].update(overrides)
+        built = {
+            name: _SECTION_TYPES[name](
+                **{key: _SECTIONS[name][key](value, label) for key, (value, label) in items.items()}
+            )
+            for name, items in raw.items()
+        }
+        config = cls(**built)
+        service = config.session_service
+        if service.type == "sql" and not service.database_url:
+            raise ConfigError(
+                "session_service.database_url is required when session_service.type is 'sql' "
+                "(set it in the file or with SESSION_DATABASE_URL)"
+            )
+        return config
+
+
+def config_from_mapping(
+    data: Mapping[str, object], *, env: Mapping[str, str] | None = None
+) -> AgentSessionConfig:
+    """Same as ``AgentSessionConfig.from_mapping``."""
+    return AgentSessionConfig.from_mapping(data, env=env)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+) -> AgentSessionConfig:
+    """Load the YAML file at ``path`` (optional) with ``${VAR, default}`` substitution and
+    environment overrides from ``env`` (default ``os.environ``); raise ConfigError if invalid."""
+    env = os.environ if env is None else env
+    if path is None:
+        return AgentSessionConfig.from_mapping({}, env=env)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot read config file {os.fspath(path)!r}: {reason}") from exc
+    text = _substitute(text, env)
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        # Only the position and problem: a snippet could show a substituted secret.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(
+            f"config file {os.fspath(path)!r} is not valid YAML{where}: {problem}"
+        ) from None
+    if document is None:
+        document = {}
+    if not isinstance(document, Mapping):
+        raise ConfigError(
+            f"config file {os.fspath(path)!r} must hold a mapping at the top level, "
+            f"got {type(document).__name__}"
+        )
+    return AgentSessionConfig.from_mapping(document, env=env)
+
+
+_DURATION = re.compile(r"(-?[0-9]+)([smhd]?)", re.ASCII)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object, key: str, *, allow_none: bool = False) -> int | None:
+    """Seconds from an int or a string like ``"30s" "5m" "1h" "7d" "3600"``; ``key`` names
+    the setting in errors. ``None`` is accepted only with ``allow_none``."""
+    if value is None:
+        if allow_none:
+            return None
+        raise _fail(key, value, "expected a duration, it may not be null")
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match is None:
+            raise _fail(
+                key, value, "expected a duration: whole seconds or a number with s, m, h or d"
+            )
+        seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
+        if seconds < 0:
+            raise _fail(key, value, "a duration may not be negative")
+        return seconds
+    return _int(value, key, minimum=0)
+
+
+# --- private: reading sections ------------------------------------------------------------
+
+_Parser = Callable[[object, str], Any]
+_Raw = dict[str, tuple[object, str]]  # field -> (value, name to use in errors)
+
+
+def _read_section(data: Mapping[str, object], name: str, fields: Mapping[str, _Parser]) -> _Raw:
+    section = data.get(name)
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise _fail(name, section, "expected a mapping of settings")
+    raw: _Raw = {}
+    for key, value in section.items():
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}: unknown setting; expected one of {', '.join(fields)}")
+        raw[key] = (value, f"{name}.{key}")
+    return raw
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
+    """The overrides set in ``env``, as raw values labelled with their variable's name."""
+    out: dict[str, _Raw] = {name: {} for name in _SECTIONS}
+
+    def get(var: str) -> str | None:
+        value = env.get(var)
+        return value if value is not None and value.strip() else None
+
+    if (secret := get("SESSION_SECRET_KEY")) is not None:
+        out["session"]["secret_key"] = (secret, "SESSION_SECRET_KEY")
+    if (fallbacks := get("SESSION_SECRET_KEY_FALLBACKS")) is not None:
+        out["session"]["secret_key_fallbacks"] = (fallbacks, "SESSION_SECRET_KEY_FALLBACKS")
+    for var in ("SESSION_DATABASE_URL", "WEB_UI_GATEWAY_DATABASE_URL"):
+        if (url := get(var)) is not None:
+            out["session_service"]["database_url"] = (url, var)
+            out["session_service"]["type"] = ("sql", var)
+            break
+    if (enabled := get("DATA_RETENTION_ENABLED")) is not None:
+        var = "DATA_RETENTION_ENABLED"
+        out["data_retention"]["enabled"] = (_env_bool(enabled, var), var)
+    for var, key in _RETENTION_ENV.items():
+        if (text := get(var)) is not None:
+            out["data_retention"][key] = (text, var)
+    return out
+
+
+_RETENTION_ENV = {
+    "DATA_RETENTION_TASK_DAYS": "task_retention_days",
+    "DATA_RETENTION_FEEDBACK_DAYS": "feedback_retention_days",
+    "DATA_RETENTION_SESSION_DAYS": "session_retention_days",
+    "DATA_RETENTION_CLEANUP_HOURS": "cleanup_interval_hours",
+    "DATA_RETENTION_BATCH_SIZE": "batch_size",
+}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _env_bool(text: str, var: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE | _FALSE:
+        return word in _TRUE
+    raise _fail(var, text, "expected true/false, 1/0, yes/no or on/off")
+
+
+_VAR = re.compile(r"\$\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:,([^}]*))?\}")
+
+
+def _substitute(text: str, env: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` and ``${VAR, default}``; an unset or empty VAR gives the default
+    (stripped), or the empty string when there is none."""
+
+    def repl(match: re.Match[str]) -> str:
+        value = env.get(match[1])
+        if value:
+            return value
+        return (match[2] or "").strip()
+
+    return _VAR.sub(repl, text)
+
+
+# --- private: one parser per kind of value -----------------------------------------------
+
+
+def _show(value: object, *, secret: bool = False) -> str:
+    if secret:
+        return "(hidden)"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _fail(key: str, value: object, expected: str, *, secret: bool = False) -> ConfigError:
+    return ConfigError(f"{key}: {expected}, got {_show(value, secret=secret)}")
+
+
+def _int(value: object, key: str, *, minimum: int) -> int:
+    number = value
+    if isinstance(number, str) and re.fullmatch(r"[+-]?[0-9]+", number.strip(), re.ASCII):
+        number = int(number)
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise _fail(key, value, "expected a whole number")
+    if number < minimum:
+        raise _fail(key, value, f"must be at least {minimum}")
+    return number
+
+
+def _positive_float(value: object, key: str) -> float:
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise _fail(key, value, "expected a number")
+    if number <= 0:
+        raise _fail(key, value, "must be greater than 0")
+    return number
+
+
+def _bool(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, value, "expected true or false")
+    return value
+
+
+def _str(value: object, key: str, *, secret: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _fail(key, value, "expected a string (quote it in YAML)", secret=secret)
+    return value
+
+
+def _optional_str(value: object, key: str, *, secret: bool = False) -> str | None:
+    """None and the empty string (e.g. an unset ``${VAR}``) both mean "not set"."""
+    return None if value is None or value == "" else _str(value, key, secret=secret)
+
+
+def _choice(value: object, key: str, choices: tuple[str, ...]) -> str:
+    word = _str(value, key).strip().lower()
+    if word not in choices:
+        raise _fail(key, value, f"expected one of {', '.join(choices)}")
+    return word
+
+
+def _fallbacks(value: object, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if not isinstance(value, list | tuple):
+        raise _fail(key, value, "expected a list of strings", secret=True)
+    items = (_str(item, f"{key}[{i}]", secret=True) for i, item in enumerate(value))
+    return tuple(item for item in items if item.strip())
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", re.ASCII)
+_UNSAFE = re.compile(r"[\x00-\x20\x7f;,]")
+
+
+def _cookie_name(value: object, key: str) -> str:
+    name = _str(value, key)
+    if not _TOKEN.fullmatch(name):
+        raise _fail(key, value, "expected a non-empty cookie name without spaces, ';', ',' or '='")
+    return name
+
+
+def _path(value: object, key: str) -> str:
+    path = _str(value, key)
+    if not path.startswith("/") or re.search(r"[\x00-\x1f\x7f;]", path):
+        raise _fail(key, value, "expected a path starting with '/' and without ';'")
+    return path
+
+
+def _domain(value: object, key: str) -> str | None:
+    domain = _optional_str(value, key)
+    if domain is not None and _UNSAFE.search(domain):
+        raise _fail(key, value, "expected a domain without spaces, ';' or ','")
+    return domain
+
+
+def _https_only(value: object, key: str) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    raise _fail(key, value, "expected true, false or 'auto'")
+
+
+def _nullable_duration(value: object, key: str) -> int | None:
+    return parse_duration(value, key, allow_none=True)
+
+
+def _days(value: object, key: str) -> int:
+    return _int(value, key, minimum=0)
+
+
+def _at_least_one(value: object, key: str) -> int:
+    return _int(value, key, minimum=1)
+
+
+_SECTIONS: dict[str, dict[str, _Parser]] = {
+    "session": {
+        "secret_key": lambda v, k: _optional_str(v, k, secret=True),
+        "secret_key_fallbacks": _fallbacks,
+        "cookie_name": _cookie_name,
+        "max_age": _nullable_duration,
+        "path": _path,
+        "domain": _domain,
+        "same_site": lambda v, k: _choice(v, k, ("lax", "strict", "none")),
+        "https_only": _https_only,
+        "partitioned": _bool,
+        "refresh_after": _nullable_duration,
+    },
+    "session_service": {
+        "type": lambda v, k: _choice(v, k, ("memory", "sql")),
+        "database_url": lambda v, k: _optional_str(v, k, secret=True),
+        "ttl": _nullable_duration,
+        "pool_size": _at_least_one,
+    },
+    "data_retention": {
+        "enabled": _bool,
+        "task_retention_days": _days,
+        "feedback_retention_days": _days,
+        "session_retention_days": _days,
+        "cleanup_interval_hours": _positive_float,
+        "batch_size": _at_least_one,
+    },
+}
+_SECTION_TYPES: dict[str, Callable[..., Any]] = {
+    "session": CookieConfig,
+    "session_service": ServiceConfig,
+    "data_retention": RetentionConfig,
+}

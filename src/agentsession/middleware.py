@@ -1,0 +1,285 @@
+"""SessionMiddleware: signed-cookie sessions as a pure ASGI middleware.
+
+A drop-in for ``starlette.middleware.sessions.SessionMiddleware`` (same keyword
+arguments, same ``Set-Cookie`` spelling) that decodes nothing until the session is
+used, writes the cookie only when it changed or is due for a refresh, rotates keys,
+refuses oversized cookies, serves clients without cookies through ``X-Session-Token``,
+and runs the package's startup/shutdown hooks from the ASGI ``lifespan`` scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agentsession.cookies import (
+    COOKIE_SIZE_LIMIT,
+    TOKEN_PREFIX,
+    CookieCodec,
+    CookieState,
+    dump_json,
+)
+from agentsession.errors import ConfigError
+from agentsession.lifecycle import Hook, Lifecycle
+from agentsession.session import Session, new_id
+
+if TYPE_CHECKING:
+    from agentsession.config import AgentSessionConfig
+
+__all__ = ["TOKEN_HEADER", "SessionMiddleware"]
+
+logger = logging.getLogger("agentsession")
+
+#: Request and response header of the token transport (clients that keep no cookies).
+TOKEN_HEADER = "X-Session-Token"
+_TOKEN_HEADER = TOKEN_HEADER.lower().encode()
+_NEW_TOKEN = b"new"
+_TOKEN_PREFIX = TOKEN_PREFIX.encode()
+_DEFAULT_MAX_AGE = 14 * 24 * 60 * 60
+_MIN_SECRET_LENGTH = 32
+_EXPIRED = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
+
+
+class SessionMiddleware:
+    """Gives every request a signed ``request.session`` and the ids beside it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret_key: str | None = None,
+        session_cookie: str = "session",
+        max_age: int | None = _DEFAULT_MAX_AGE,
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool | Literal["auto"] = False,
+        domain: str | None = None,
+        partitioned: bool = False,
+        *,
+        secret_key_fallbacks: Sequence[str] = (),
+        refresh_after: int | None = None,
+        config: AgentSessionConfig | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config
+        if config is not None:
+            cookie = config.session
+            secret_key = secret_key if secret_key is not None else cookie.secret_key
+            secret_key_fallbacks = secret_key_fallbacks or cookie.secret_key_fallbacks
+            session_cookie, max_age, path = cookie.cookie_name, cookie.max_age, cookie.path
+            same_site, https_only, domain = cookie.same_site, cookie.https_only, cookie.domain
+            partitioned, refresh_after = cookie.partitioned, cookie.effective_refresh_after
+        elif refresh_after is None and max_age is not None and max_age > 0:
+            refresh_after = max_age // 10
+        secret = str(secret_key) if secret_key is not None else None
+        secret = secret or os.environ.get("SESSION_SECRET_KEY") or None
+        if secret is None:
+            raise ConfigError(
+                "SESSION_SECRET_KEY is not set: export SESSION_SECRET_KEY, set "
+                "session.secret_key in the configuration, or pass secret_key="
+            )
+        if len(secret) < _MIN_SECRET_LENGTH:
+            logger.warning(
+                "the session secret key is %d characters; use at least %d random ones, e.g. "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+                len(secret),
+                _MIN_SECRET_LENGTH,
+            )
+        if not secret_key_fallbacks and config is None:
+            env_fallbacks = os.environ.get("SESSION_SECRET_KEY_FALLBACKS", "")
+            secret_key_fallbacks = [k.strip() for k in env_fallbacks.split(",") if k.strip()]
+        if same_site not in ("lax", "strict", "none"):
+            raise ConfigError(f"same_site must be 'lax', 'strict' or 'none', not {same_site!r}")
+        if https_only not in (True, False, "auto"):
+            raise ConfigError(f"https_only must be True, False or 'auto', not {https_only!r}")
+
+        self.session_cookie = session_cookie
+        self.max_age = max_age
+        self.path = path
+        self.https_only = https_only
+        self.refresh_after = refresh_after
+        self.codec = CookieCodec(
+            secret,
+            [str(k) for k in secret_key_fallbacks],
+            max_age=max_age,
+            max_size=COOKIE_SIZE_LIMIT - len(session_cookie) - 1,
+        )
+        self.lifecycle = Lifecycle()
+        self._cookie_name = session_cookie.encode("latin-1")
+
+        flags = "httponly; samesite=" + same_site
+        secure_flags = flags + "; secure"
+        tail = ""
+        if domain is not None:
+            tail += f"; domain={domain}"
+        if partitioned:
+            tail += "; partitioned"
+        head = f"{session_cookie}="
+        age = f"Max-Age={max_age}; " if max_age is not None else ""
+        # Set-Cookie spelled exactly as Starlette spells it, per Secure flag.
+        self._set_suffix = {
+            False: f"; path={path}; {age}{flags}{tail}",
+            True: f"; path={path}; {age}{secure_flags}{tail}",
+        }
+        self._delete = {
+            secure: f"{head}null; path={path}; {_EXPIRED}{f}{tail}".encode("latin-1")
+            for secure, f in ((False, flags), (True, secure_flags))
+        }
+        self._head = head
+
+    def on_startup(self, hook: Hook) -> None:
+        """Run ``hook`` on lifespan startup (or before the first request)."""
+        self.lifecycle.on_startup(hook)
+
+    def on_shutdown(self, hook: Hook) -> None:
+        """Run ``hook`` on lifespan shutdown."""
+        self.lifecycle.on_shutdown(hook)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            pass
+        elif kind == "websocket":
+            if self.lifecycle.pending:
+                await self.lifecycle.startup()
+            scope["session"] = Session.lazy(self, scope["headers"])
+            await self.app(scope, receive, send)
+            return
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        else:  # pragma: no cover - an ASGI scope type we do not know
+            await self.app(scope, receive, send)
+            return
+        if self.lifecycle.pending:
+            await self.lifecycle.startup()
+        # Session.lazy(self, scope), inlined: this runs on every request.
+        session: Session = dict.__new__(Session)
+        session._source, session._headers = self, scope["headers"]
+        scope["session"] = session
+
+        def send_wrapper(message: Message) -> Awaitable[None]:
+            # Not a coroutine: hands back send's own awaitable, one frame less per message.
+            if message["type"] == "http.response.start" and session._source is None:
+                self._commit(session, scope, message)
+            return send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    # Reading: called by Session the first time it is used.
+
+    def read_state(self, headers: Sequence[tuple[bytes, bytes]]) -> tuple[CookieState | None, bool]:
+        """Find this request's signed value (token header, Bearer, or cookie) and verify it."""
+        token: bytes | None = None
+        cookies: list[bytes] = []
+        for name, value in headers:
+            if name == b"cookie":
+                cookies.append(value)
+            elif name == _TOKEN_HEADER:
+                token = value.strip()
+            elif name == b"authorization" and token is None and value[:7].lower() == b"bearer ":
+                bearer = value[7:].strip()
+                if bearer.startswith(_TOKEN_PREFIX):  # ours; any other Bearer is the app's
+                    token = bearer
+        if token is not None:
+            if not token or token.lower() == _NEW_TOKEN:
+                return None, True
+            return self.codec.decode(token), True
+        if not cookies:
+            return None, False
+        prefix = self._cookie_name
+        for header in cookies:
+            for chunk in header.split(b";"):
+                key, eq, raw = chunk.partition(b"=")
+                if eq and key.strip() == prefix:
+                    state = self.codec.decode(raw.strip().strip(b'"'))
+                    if state is not None:
+                        return state, False
+        return None, False
+
+    # Writing: decides, at response start, whether the response carries the session.
+
+    def _commit(self, session: Session, scope: Scope, message: Message) -> None:
+        headers = list(message.get("headers", ()))
+        message["headers"] = headers
+        if session.accessed:
+            _add_vary(headers, b"Cookie, " + TOKEN_HEADER.encode() if session._token else b"Cookie")
+        if message["status"] >= 500:
+            return
+        origin = session._origin
+        data_json: str | None = None
+        changed = session.modified or session._ids_changed
+        if not changed and origin is not None:
+            data_json = dump_json(session)
+            changed = data_json != origin.data_json
+        if not changed and not (
+            origin is not None
+            and (
+                origin.stale_key
+                or (
+                    self.refresh_after is not None
+                    and int(time.time()) - origin.issued_at >= self.refresh_after
+                )
+            )
+        ):
+            return
+        empty = not dict.__len__(session) and session._client_id is None
+        if empty and session._session_id is None:
+            if origin is None:
+                return
+            if session._token:
+                value = self.codec.encode(None, None, "{}")
+                headers.append((_TOKEN_HEADER, value.encode("ascii")))
+            else:
+                headers.append((b"set-cookie", self._delete[self._secure(scope)]))
+            return
+        if session._client_id is None:
+            session._client_id = new_id()
+        if data_json is None:
+            data_json = dump_json(session)
+        value = self.codec.encode(session._client_id, session._session_id, data_json)
+        if session._token:
+            headers.append((_TOKEN_HEADER, value.encode("ascii")))
+        else:
+            cookie = self._head + value + self._set_suffix[self._secure(scope)]
+            headers.append((b"set-cookie", cookie.encode("latin-1")))
+
+    def _secure(self, scope: Scope) -> bool:
+        if self.https_only == "auto":
+            return scope.get("scheme") in ("https", "wss")
+        return bool(self.https_only)
+
+    # Lifespan: the app's own handling stays as it is; ours wraps it.
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lifecycle = self.lifecycle
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await lifecycle.startup()
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await lifecycle.shutdown()
+            await send(message)
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        finally:
+            await lifecycle.shutdown()
+
+
+def _add_vary(headers: list[Any], value: bytes) -> None:
+    """Add ``value`` to the Vary header, merging with one the app already set."""
+    for i, (name, existing) in enumerate(headers):
+        if name.lower() == b"vary":
+            if value.lower() not in existing.lower():
+                headers[i] = (name, existing + b", " + value)
+            return
+    headers.append((b"vary", value))

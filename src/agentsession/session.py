@@ -1,0 +1,298 @@
+"""Session: the ``request.session`` mapping, plus the ids the middleware keeps beside it.
+
+``Session`` is Starlette's ``Session`` (a dict with ``accessed``/``modified`` flags and
+the same semantics) that decodes its cookie only when first used, so a request that
+never touches the session pays nothing. The client id and the current conversation id
+live on the object, never in the mapping: ``request.session`` is the app's alone.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from agentsession.cookies import CookieState
+
+__all__ = [
+    "Session",
+    "get_client_id",
+    "get_session_id",
+    "new_id",
+    "regenerate_session_id",
+    "set_session_id",
+]
+
+SESSION_ID_MAX_LENGTH = 255
+
+
+def new_id() -> str:
+    """A random 256-bit id, URL- and cookie-safe."""
+    return secrets.token_urlsafe(32)
+
+
+class SessionSource(Protocol):
+    """Where a lazy Session gets its stored state from (the middleware)."""
+
+    def read_state(self, headers: Sequence[tuple[bytes, bytes]]) -> tuple[CookieState | None, bool]:
+        """Return the verified state (or None) and whether the token transport is in use."""
+        ...
+
+
+class Session(dict[str, Any]):
+    """``request.session``: a dict that knows whether it was read or changed."""
+
+    __slots__ = (
+        "_accessed",
+        "_client_id",
+        "_headers",
+        "_ids_changed",
+        "_modified",
+        "_origin",
+        "_session_id",
+        "_source",
+        "_token",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._accessed = False
+        self._modified = False
+        self._source: SessionSource | None = None
+        self._headers: Sequence[tuple[bytes, bytes]] = ()
+        self._origin: CookieState | None = None
+        self._token = False
+        self._client_id: str | None = None
+        self._session_id: str | None = None
+        self._ids_changed = False
+
+    @classmethod
+    def lazy(cls, source: SessionSource, headers: Sequence[tuple[bytes, bytes]]) -> Session:
+        """An empty session that fills itself from ``source`` the first time it is used.
+
+        Built without ``__init__``: this runs on every request, and the private slots
+        are set by ``_load`` before anything reads them. It keeps the request's header
+        list, not its scope: the scope holds the session, and a cycle would leave every
+        request's objects to the garbage collector.
+        """
+        session: Session = dict.__new__(cls)
+        session._source, session._headers = source, headers
+        return session
+
+    # Starlette's two flags. Both are False until the session loads (every use loads it),
+    # so a lazy session needs no per-request stores for them.
+
+    @property
+    def accessed(self) -> bool:
+        """The session was read or written during this request (the response varies)."""
+        return self._source is None and self._accessed
+
+    @accessed.setter
+    def accessed(self, value: bool) -> None:
+        self._accessed = value
+
+    @property
+    def modified(self) -> bool:
+        """The session was written through the mapping API during this request."""
+        return self._source is None and self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._modified = value
+
+    @property
+    def loaded(self) -> bool:
+        """True once the stored state has been read (or there was none to read)."""
+        return self._source is None
+
+    def _load(self) -> None:
+        source = self._source
+        assert source is not None
+        self._source = None
+        state, self._token = source.read_state(self._headers)
+        self._accessed = True
+        self._modified = False
+        self._origin = state
+        self._ids_changed = False
+        if state is None:
+            self._client_id = self._session_id = None
+        else:
+            self._client_id = state.client_id
+            self._session_id = state.session_id
+            dict.update(self, state.data)
+
+    # Starlette's flags. ``request.session`` calls mark_accessed(): that is where we load.
+
+    def mark_accessed(self) -> None:
+        if self._source is not None:
+            self._load()
+        self._accessed = True
+
+    def mark_modified(self) -> None:
+        if self._source is not None:
+            self._load()
+        self._accessed = self._modified = True
+
+    # Reads load first, for code that takes scope["session"] without request.session.
+
+    def __getitem__(self, key: str) -> Any:
+        if self._source is not None:
+            self._load()
+        return dict.__getitem__(self, key)
+
+    def get(self, key: str, default: Any = None, /) -> Any:
+        if self._source is not None:
+            self._load()
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if self._source is not None:
+            self._load()
+        return dict.__contains__(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._source is not None:
+            self._load()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        if self._source is not None:
+            self._load()
+        return dict.__len__(self)
+
+    def __eq__(self, other: object) -> bool:
+        if self._source is not None:
+            self._load()
+        return dict.__eq__(self, other)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        if self._source is not None:
+            self._load()
+        return dict.__repr__(self)
+
+    def keys(self) -> Any:
+        if self._source is not None:
+            self._load()
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        if self._source is not None:
+            self._load()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        if self._source is not None:
+            self._load()
+        return dict.items(self)
+
+    def copy(self) -> dict[str, Any]:
+        if self._source is not None:
+            self._load()
+        return dict.copy(self)
+
+    # Writes: Starlette's semantics (mark_modified loads first).
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.mark_modified()
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.mark_modified()
+        dict.__delitem__(self, key)
+
+    def clear(self) -> None:
+        """Log out: drop the data and the ids; the cookie is deleted on the response."""
+        self.mark_modified()
+        dict.clear(self)
+        self._client_id = self._session_id = None
+        self._ids_changed = True
+
+    def pop(self, key: str, *args: Any) -> Any:
+        if key in self:
+            self.mark_modified()
+        return dict.pop(self, key, *args)
+
+    def popitem(self) -> tuple[str, Any]:
+        if self._source is not None:
+            self._load()
+        item = dict.popitem(self)
+        self.mark_modified()
+        return item
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self.mark_modified()
+        return dict.setdefault(self, key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.mark_modified()
+        dict.update(self, *args, **kwargs)
+
+    def __ior__(self, other: Any, /) -> Session:  # type: ignore[override,misc]
+        self.mark_modified()
+        dict.update(self, other)
+        return self
+
+
+class HasScope(Protocol):
+    """A Starlette ``Request`` or ``WebSocket`` (anything with an ASGI scope)."""
+
+    @property
+    def scope(self) -> MutableMapping[str, Any]: ...
+
+
+def _session_of(conn: HasScope | Mapping[str, Any]) -> Session:
+    scope = conn if isinstance(conn, Mapping) else conn.scope
+    session = scope.get("session")
+    if not isinstance(session, Session):
+        raise RuntimeError(
+            "agentsession.SessionMiddleware is not installed: add it with "
+            "app.add_middleware(SessionMiddleware, ...)"
+        )
+    session.mark_accessed()
+    return session
+
+
+def get_client_id(conn: HasScope | Mapping[str, Any]) -> str:
+    """The browser's (or token client's) stable random id, created on first use."""
+    session = _session_of(conn)
+    if session._client_id is None:
+        session._client_id = new_id()
+        session._ids_changed = True
+    return session._client_id
+
+
+def get_session_id(conn: HasScope | Mapping[str, Any]) -> str | None:
+    """The id of the caller's current conversation, or None if none was set."""
+    return _session_of(conn)._session_id
+
+
+def set_session_id(conn: HasScope | Mapping[str, Any], session_id: str | None) -> None:
+    """Make ``session_id`` the caller's current conversation (None: no current one)."""
+    if session_id is not None and (
+        not isinstance(session_id, str) or not 0 < len(session_id) <= SESSION_ID_MAX_LENGTH
+    ):
+        raise ValueError(
+            f"session_id must be a non-empty string of at most {SESSION_ID_MAX_LENGTH} "
+            f"characters, not {session_id!r}"
+        )
+    session = _session_of(conn)
+    if session._session_id != session_id:
+        session._session_id = session_id
+        session._ids_changed = True
+
+
+def regenerate_session_id(conn: HasScope | Mapping[str, Any]) -> str:
+    """Call at login: a new client id, no current conversation, the data kept.
+
+    The old signed value stops naming this client, so a cookie planted before login
+    (session fixation) gains an attacker nothing. Returns the new client id.
+    """
+    session = _session_of(conn)
+    session._client_id = new_id()
+    session._session_id = None
+    session._ids_changed = True
+    return session._client_id

@@ -1,0 +1,112 @@
+"""A small Starlette app that exercises every part of the session, shared by the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from agentsession import (
+    SessionMiddleware,
+    get_client_id,
+    get_session_id,
+    regenerate_session_id,
+    set_session_id,
+)
+
+SECRET = "test-secret-key-0123456789-abcdefghijklmnop"
+
+
+async def read(request: Request) -> JSONResponse:
+    return JSONResponse({"session": dict(request.session)})
+
+
+async def write(request: Request) -> JSONResponse:
+    request.session.update(await request.json())
+    return JSONResponse({"session": dict(request.session)})
+
+
+async def append(request: Request) -> JSONResponse:
+    request.session["cart"].append(await request.json())
+    return JSONResponse({"session": dict(request.session)})
+
+
+async def clear(request: Request) -> JSONResponse:
+    request.session.clear()
+    return JSONResponse({"session": dict(request.session)})
+
+
+async def untouched(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def ids(request: Request) -> JSONResponse:
+    return JSONResponse({"clientId": get_client_id(request), "sessionId": get_session_id(request)})
+
+
+async def current(request: Request) -> JSONResponse:
+    set_session_id(request, (await request.json())["sessionId"])
+    return JSONResponse({"sessionId": get_session_id(request)})
+
+
+async def regenerate(request: Request) -> JSONResponse:
+    return JSONResponse({"clientId": regenerate_session_id(request)})
+
+
+async def fail(request: Request) -> Response:
+    request.session["written"] = True
+    return PlainTextResponse("broken", status_code=500)
+
+
+async def vary(request: Request) -> PlainTextResponse:
+    request.session.get("x")
+    return PlainTextResponse("ok", headers={"Vary": "Accept-Encoding"})
+
+
+async def ws(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_json(
+        {"session": dict(websocket.session), "clientId": get_session_id(websocket)}
+    )
+    await websocket.close()
+
+
+ROUTES = [
+    Route("/read", read),
+    Route("/write", write, methods=["POST"]),
+    Route("/append", append, methods=["POST"]),
+    Route("/clear", clear, methods=["POST"]),
+    Route("/untouched", untouched),
+    Route("/ids", ids),
+    Route("/current", current, methods=["POST"]),
+    Route("/regenerate", regenerate, methods=["POST"]),
+    Route("/fail", fail),
+    Route("/vary", vary),
+    WebSocketRoute("/ws", ws),
+]
+
+
+def make_app(**options: Any) -> Starlette:
+    """The test app behind agentsession's middleware; ``options`` go to the middleware."""
+    options.setdefault("secret_key", SECRET)
+    return Starlette(routes=ROUTES, middleware=[Middleware(SessionMiddleware, **options)])
+
+
+def client_for(app: Any, base_url: str = "http://testserver") -> httpx.AsyncClient:
+    """An httpx client talking to ``app`` in process through the ASGI transport."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+
+
+def middleware_of(app: Starlette) -> SessionMiddleware:
+    """The SessionMiddleware instance inside a Starlette app's built stack."""
+    node: Any = app.middleware_stack or app.build_middleware_stack()
+    app.middleware_stack = node
+    while not isinstance(node, SessionMiddleware):
+        node = node.app
+    return node

@@ -1,0 +1,68 @@
+"""The middleware runs the package's hooks from the lifespan scope, or lazily."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from tests.apps import client_for, make_app, middleware_of
+
+pytestmark = pytest.mark.anyio
+
+
+def with_hooks(app: Starlette, events: list[str]) -> None:
+    middleware = middleware_of(app)
+
+    async def start() -> None:
+        events.append("start")
+
+    async def stop() -> None:
+        events.append("stop")
+
+    middleware.on_startup(start)
+    middleware.on_shutdown(stop)
+
+
+async def test_hooks_run_on_lifespan_and_app_lifespan_still_runs() -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        events.append("app start")
+        yield
+        events.append("app stop")
+
+    app = make_app()
+    app.router.lifespan_context = lifespan
+    with_hooks(app, events)
+    with TestClient(app) as client:
+        assert events == ["start", "app start"]
+        client.post("/write", json={"a": 1})
+    assert events == ["start", "app start", "app stop", "stop"]
+
+
+async def test_lazy_start_without_lifespan() -> None:
+    events: list[str] = []
+    app = make_app()
+    with_hooks(app, events)
+    async with client_for(app) as client:  # httpx sends no lifespan events
+        assert events == []
+        assert (await client.get("/untouched")).status_code == 200
+        assert events == ["start"]
+        await client.get("/untouched")
+        assert events == ["start"]
+
+
+async def test_failing_startup_hook_fails_startup() -> None:
+    app = make_app()
+
+    async def broken() -> None:
+        raise RuntimeError("database unreachable")
+
+    middleware_of(app).on_startup(broken)
+    with pytest.raises(RuntimeError, match="database unreachable"), TestClient(app):
+        pass
