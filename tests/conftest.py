@@ -16,7 +16,10 @@ ENV_VARS = (
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's session settings."""
     for name in ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
+        # setenv first so that teardown restores the original state even when the
+        # code under test sets the variable itself (the example app does).
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture

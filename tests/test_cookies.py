@@ -1,0 +1,82 @@
+"""CookieCodec: itsdangerous' format, key rotation, the size guard."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+from itsdangerous import BadSignature, TimestampSigner
+
+from agentsession import CookieCodec, SessionTooLarge
+from agentsession.cookies import SALT, TOKEN_PREFIX, dump_json
+
+KEY = "k" * 40
+OLD = "o" * 40
+
+
+def reference(key: str = KEY) -> TimestampSigner:
+    """Plain itsdangerous, configured as the DESIGN says."""
+    return TimestampSigner(key, salt=SALT, digest_method=hashlib.sha256)
+
+
+def test_value_verifies_with_plain_itsdangerous() -> None:
+    value = CookieCodec(KEY).encode("client", "conv", '{"a":[1,2]}')
+    payload = reference().unsign(value, max_age=60)
+    from itsdangerous.encoding import base64_decode
+
+    assert json.loads(base64_decode(payload)) == {"c": "client", "s": "conv", "d": {"a": [1, 2]}}
+    with pytest.raises(BadSignature):
+        reference(OLD).unsign(value)
+
+
+def test_decodes_what_plain_itsdangerous_signs() -> None:
+    from itsdangerous.encoding import base64_encode
+
+    signed = reference().sign(base64_encode(b'{"c":"x","s":null,"d":{"k":"v"}}')).decode()
+    state = CookieCodec(KEY).decode(signed)
+    assert state is not None
+    assert (state.client_id, state.session_id, state.data) == ("x", None, {"k": "v"})
+    assert state.data_json == '{"k":"v"}'
+    assert abs(state.issued_at - time.time()) < 5
+    assert state.stale_key is False
+
+
+def test_rotation_marks_fallback_values_stale() -> None:
+    old_value = CookieCodec(OLD).encode("c", None, "{}")
+    rotated = CookieCodec(KEY, [OLD])
+    state = rotated.decode(old_value)
+    assert state is not None
+    assert state.stale_key is True
+    fresh = rotated.encode("c", None, "{}")
+    assert reference().unsign(fresh)
+    assert CookieCodec(KEY).decode(fresh) is not None
+    assert CookieCodec(KEY).decode(old_value) is None
+
+
+def test_max_age_is_enforced() -> None:
+    codec = CookieCodec(KEY, max_age=100)
+    value = codec.encode("c", None, "{}")
+    now = int(time.time())
+    assert codec.decode(value, now=now + 100) is not None
+    assert codec.decode(value, now=now + 102) is None
+    assert CookieCodec(KEY).decode(value, now=now + 10**9) is not None
+
+
+def test_size_guard_names_the_size() -> None:
+    codec = CookieCodec(KEY, max_size=200)
+    with pytest.raises(SessionTooLarge) as info:
+        codec.encode("c", None, dump_json({"blob": "x" * 300}))
+    assert info.value.limit == 200
+    assert info.value.size > 300
+    assert f"{info.value.size} bytes" in str(info.value)
+
+
+def test_tokens_start_with_the_prefix() -> None:
+    assert CookieCodec(KEY).encode(None, None, "{}").startswith(TOKEN_PREFIX)
+
+
+def test_unserialisable_value_names_the_problem() -> None:
+    with pytest.raises(TypeError, match="JSON cannot encode"):
+        dump_json({"when": object()})
