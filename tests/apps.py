@@ -110,3 +110,17 @@ def middleware_of(app: Starlette) -> SessionMiddleware:
     while not isinstance(node, SessionMiddleware):
         node = node.app
     return node
+
+
+def record_hooks(app: Starlette, events: list[str]) -> None:
+    """Register startup/shutdown hooks on ``app``'s middleware that log to ``events``."""
+    middleware = middleware_of(app)
+
+    async def start() -> None:
+        events.append("start")
+
+    async def stop() -> None:
+        events.append("stop")
+
+    middleware.on_startup(start)
+    middleware.on_shutdown(stop)

@@ -83,3 +83,27 @@ async def test_config_fallbacks_rotate(monkeypatch: pytest.MonkeyPatch) -> None:
     async with client_for(fastapi_app(None)) as client:
         response = await client.get("/hello", headers={"cookie": f"session={value}"})
     assert response.json() == {"visits": 5, "client": "c"}
+
+
+def test_config_and_competing_arguments_refuse() -> None:
+    from agentsession import AgentSessionConfig
+
+    with pytest.raises(TypeError, match="max_age"):
+        SessionMiddleware(FastAPI(), secret_key=SECRET, max_age=60, config=AgentSessionConfig())
+
+
+async def test_secret_argument_overrides_config() -> None:
+    from agentsession import AgentSessionConfig, CookieCodec
+
+    middleware = SessionMiddleware(FastAPI(), secret_key=SECRET, config=AgentSessionConfig())
+    assert CookieCodec(SECRET).decode(middleware.codec.encode("c", None, "{}")) is not None
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("same_site", "sideways"), ("https_only", "sometimes")]
+)
+def test_bad_arguments_are_named(option: str, value: str) -> None:
+    from agentsession import ConfigError
+
+    with pytest.raises(ConfigError, match=option):
+        SessionMiddleware(FastAPI(), secret_key=SECRET, **{option: value})  # type: ignore[arg-type]

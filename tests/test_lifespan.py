@@ -9,22 +9,9 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from tests.apps import client_for, make_app, middleware_of
+from tests.apps import client_for, make_app, middleware_of, record_hooks
 
 pytestmark = pytest.mark.anyio
-
-
-def with_hooks(app: Starlette, events: list[str]) -> None:
-    middleware = middleware_of(app)
-
-    async def start() -> None:
-        events.append("start")
-
-    async def stop() -> None:
-        events.append("stop")
-
-    middleware.on_startup(start)
-    middleware.on_shutdown(stop)
 
 
 async def test_hooks_run_on_lifespan_and_app_lifespan_still_runs() -> None:
@@ -38,7 +25,7 @@ async def test_hooks_run_on_lifespan_and_app_lifespan_still_runs() -> None:
 
     app = make_app()
     app.router.lifespan_context = lifespan
-    with_hooks(app, events)
+    record_hooks(app, events)
     with TestClient(app) as client:
         assert events == ["start", "app start"]
         client.post("/write", json={"a": 1})
@@ -48,7 +35,7 @@ async def test_hooks_run_on_lifespan_and_app_lifespan_still_runs() -> None:
 async def test_lazy_start_without_lifespan() -> None:
     events: list[str] = []
     app = make_app()
-    with_hooks(app, events)
+    record_hooks(app, events)
     async with client_for(app) as client:  # httpx sends no lifespan events
         assert events == []
         assert (await client.get("/untouched")).status_code == 200

@@ -6,8 +6,11 @@ import re
 import time
 from http.cookies import SimpleCookie
 
+import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
@@ -321,3 +324,26 @@ async def test_several_cookies_of_the_same_name_take_the_valid_one() -> None:
     async with client_for(app) as client:
         response = await client.get("/read", headers={"cookie": f"session=bad; session={good}"})
     assert response.json() == {"session": {"a": 1}}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), json_values, min_size=1, max_size=5))
+def test_any_json_session_round_trips(data: dict[str, object]) -> None:
+    async def run() -> None:
+        async with client_for(make_app()) as client:
+            written = await client.post("/write", json=data)
+            assert set_cookie(written) is not None
+            read = await client.get("/read")
+            assert read.json() == {"session": data}
+            assert set_cookie(read) is None, "an unchanged session is not re-sent"
+
+    anyio.run(run)

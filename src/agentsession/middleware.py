@@ -9,14 +9,17 @@ and runs the package's startup/shutdown hooks from the ASGI ``lifespan`` scope.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from starlette.datastructures import Secret
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentsession.config import AgentSessionConfig, CookieConfig
 from agentsession.cookies import (
     COOKIE_SIZE_LIMIT,
     TOKEN_PREFIX,
@@ -27,9 +30,6 @@ from agentsession.cookies import (
 from agentsession.errors import ConfigError
 from agentsession.lifecycle import Hook, Lifecycle
 from agentsession.session import Session, new_id
-
-if TYPE_CHECKING:
-    from agentsession.config import AgentSessionConfig
 
 __all__ = ["TOKEN_HEADER", "SessionMiddleware"]
 
@@ -51,7 +51,7 @@ class SessionMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        secret_key: str | None = None,
+        secret_key: str | Secret | None = None,
         session_cookie: str = "session",
         max_age: int | None = _DEFAULT_MAX_AGE,
         path: str = "/",
@@ -66,17 +66,20 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.config = config
-        if config is not None:
-            cookie = config.session
-            secret_key = secret_key if secret_key is not None else cookie.secret_key
-            secret_key_fallbacks = secret_key_fallbacks or cookie.secret_key_fallbacks
-            session_cookie, max_age, path = cookie.cookie_name, cookie.max_age, cookie.path
-            same_site, https_only, domain = cookie.same_site, cookie.https_only, cookie.domain
-            partitioned, refresh_after = cookie.partitioned, cookie.effective_refresh_after
-        elif refresh_after is None and max_age is not None and max_age > 0:
-            refresh_after = max_age // 10
-        secret = str(secret_key) if secret_key is not None else None
-        secret = secret or os.environ.get("SESSION_SECRET_KEY") or None
+        arguments = CookieConfig(
+            secret_key=None if secret_key is None else str(secret_key),
+            secret_key_fallbacks=tuple(str(key) for key in secret_key_fallbacks),
+            cookie_name=session_cookie,
+            max_age=max_age,
+            path=path,
+            same_site=same_site,
+            https_only=https_only,
+            domain=domain,
+            partitioned=partitioned,
+            refresh_after=refresh_after,
+        )
+        cookie = arguments if config is None else _merge(config.session, arguments)
+        secret = cookie.secret_key or os.environ.get("SESSION_SECRET_KEY") or None
         if secret is None:
             raise ConfigError(
                 "SESSION_SECRET_KEY is not set: export SESSION_SECRET_KEY, set "
@@ -89,47 +92,43 @@ class SessionMiddleware:
                 len(secret),
                 _MIN_SECRET_LENGTH,
             )
-        if not secret_key_fallbacks and config is None:
-            env_fallbacks = os.environ.get("SESSION_SECRET_KEY_FALLBACKS", "")
-            secret_key_fallbacks = [k.strip() for k in env_fallbacks.split(",") if k.strip()]
-        if same_site not in ("lax", "strict", "none"):
-            raise ConfigError(f"same_site must be 'lax', 'strict' or 'none', not {same_site!r}")
-        if https_only not in (True, False, "auto"):
-            raise ConfigError(f"https_only must be True, False or 'auto', not {https_only!r}")
+        fallbacks = cookie.secret_key_fallbacks or tuple(
+            key.strip()
+            for key in os.environ.get("SESSION_SECRET_KEY_FALLBACKS", "").split(",")
+            if key.strip()
+        )
+        if cookie.same_site not in ("lax", "strict", "none"):
+            raise ConfigError(
+                f"same_site must be 'lax', 'strict' or 'none', not {cookie.same_site!r}"
+            )
+        if cookie.https_only not in (True, False, "auto"):
+            raise ConfigError(
+                f"https_only must be True, False or 'auto', not {cookie.https_only!r}"
+            )
 
-        self.session_cookie = session_cookie
-        self.max_age = max_age
-        self.path = path
-        self.https_only = https_only
-        self.refresh_after = refresh_after
+        self.cookie = cookie
+        self.refresh_after = cookie.effective_refresh_after
         self.codec = CookieCodec(
             secret,
-            [str(k) for k in secret_key_fallbacks],
-            max_age=max_age,
-            max_size=COOKIE_SIZE_LIMIT - len(session_cookie) - 1,
+            fallbacks,
+            max_age=cookie.max_age,
+            max_size=COOKIE_SIZE_LIMIT - len(cookie.cookie_name) - 1,
         )
         self.lifecycle = Lifecycle()
-        self._cookie_name = session_cookie.encode("latin-1")
+        self._cookie_name = cookie.cookie_name.encode("latin-1")
 
-        flags = "httponly; samesite=" + same_site
-        secure_flags = flags + "; secure"
-        tail = ""
-        if domain is not None:
-            tail += f"; domain={domain}"
-        if partitioned:
-            tail += "; partitioned"
-        head = f"{session_cookie}="
-        age = f"Max-Age={max_age}; " if max_age is not None else ""
-        # Set-Cookie spelled exactly as Starlette spells it, per Secure flag.
-        self._set_suffix = {
-            False: f"; path={path}; {age}{flags}{tail}",
-            True: f"; path={path}; {age}{secure_flags}{tail}",
-        }
+        # Set-Cookie spelled exactly as Starlette spells it, one variant per Secure flag.
+        flags = {False: "httponly; samesite=" + cookie.same_site}
+        flags[True] = flags[False] + "; secure"
+        tail = "" if cookie.domain is None else f"; domain={cookie.domain}"
+        tail += "; partitioned" if cookie.partitioned else ""
+        age = "" if cookie.max_age is None else f"Max-Age={cookie.max_age}; "
+        self._head = f"{cookie.cookie_name}="
+        self._set_suffix = {s: f"; path={cookie.path}; {age}{flags[s]}{tail}" for s in flags}
         self._delete = {
-            secure: f"{head}null; path={path}; {_EXPIRED}{f}{tail}".encode("latin-1")
-            for secure, f in ((False, flags), (True, secure_flags))
+            s: f"{self._head}null; path={cookie.path}; {_EXPIRED}{flags[s]}{tail}".encode("latin-1")
+            for s in flags
         }
-        self._head = head
 
     def on_startup(self, hook: Hook) -> None:
         """Run ``hook`` on lifespan startup (or before the first request)."""
@@ -140,24 +139,12 @@ class SessionMiddleware:
         self.lifecycle.on_shutdown(hook)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            pass
-        elif kind == "websocket":
-            if self.lifecycle.pending:
-                await self.lifecycle.startup()
-            scope["session"] = Session.lazy(self, scope["headers"])
-            await self.app(scope, receive, send)
-            return
-        elif kind == "lifespan":
-            await self._lifespan(scope, receive, send)
-            return
-        else:  # pragma: no cover - an ASGI scope type we do not know
-            await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self._not_http(scope, receive, send)
             return
         if self.lifecycle.pending:
             await self.lifecycle.startup()
-        # Session.lazy(self, scope), inlined: this runs on every request.
+        # Session.lazy(self, scope["headers"]), inlined: this runs on every request.
         session: Session = dict.__new__(Session)
         session._source, session._headers = self, scope["headers"]
         scope["session"] = session
@@ -169,6 +156,17 @@ class SessionMiddleware:
             return send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+    async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Websockets read the session (nothing to write back); lifespan runs the hooks."""
+        if scope["type"] == "websocket":
+            if self.lifecycle.pending:
+                await self.lifecycle.startup()
+            scope["session"] = Session.lazy(self, scope["headers"])
+        elif scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
     # Reading: called by Session the first time it is used.
 
@@ -249,9 +247,9 @@ class SessionMiddleware:
             headers.append((b"set-cookie", cookie.encode("latin-1")))
 
     def _secure(self, scope: Scope) -> bool:
-        if self.https_only == "auto":
+        if self.cookie.https_only == "auto":
             return scope.get("scheme") in ("https", "wss")
-        return bool(self.https_only)
+        return bool(self.cookie.https_only)
 
     # Lifespan: the app's own handling stays as it is; ours wraps it.
 
@@ -273,6 +271,24 @@ class SessionMiddleware:
             await self.app(scope, receive_wrapper, send_wrapper)
         finally:
             await lifecycle.shutdown()
+
+
+def _merge(configured: CookieConfig, arguments: CookieConfig) -> CookieConfig:
+    """``config.session``, with ``secret_key=`` on top; other arguments may not compete."""
+    defaults = CookieConfig(https_only=False)
+    clashing = [
+        name
+        for name in CookieConfig.__dataclass_fields__
+        if name != "secret_key" and getattr(arguments, name) != getattr(defaults, name)
+    ]
+    if clashing:
+        raise TypeError(
+            "SessionMiddleware takes cookie settings from config= or from arguments, "
+            f"not both: move {', '.join(clashing)} into the configuration"
+        )
+    if arguments.secret_key is None:
+        return configured
+    return dataclasses.replace(configured, secret_key=arguments.secret_key)
 
 
 def _add_vary(headers: list[Any], value: bytes) -> None:
