@@ -347,3 +347,41 @@ def test_any_json_session_round_trips(data: dict[str, object]) -> None:
             assert set_cookie(read) is None, "an unchanged session is not re-sent"
 
     anyio.run(run)
+
+
+async def test_direct_scope_access_loads_the_session() -> None:
+    """Code that reads scope["session"] without request.session still sees the data."""
+    import copy
+
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from agentsession import Session
+
+    async def direct(request: Request) -> JSONResponse:
+        session = request.scope["session"]
+        assert isinstance(session, Session)
+        return JSONResponse(
+            {
+                "contains": "user" in session,
+                "notEmpty": session != {},
+                "merged": session | {"extra": 1},
+                "copied": copy.deepcopy(session),
+                "reversed": list(reversed(session)),
+            }
+        )
+
+    app = make_app()
+    app.router.routes.append(Route("/direct", direct))
+    async with client_for(app) as client:
+        await client.post("/write", json={"user": "alice"})
+        response = await client.get("/direct")
+    assert response.json() == {
+        "contains": True,
+        "notEmpty": True,
+        "merged": {"user": "alice", "extra": 1},
+        "copied": {"user": "alice"},
+        "reversed": ["user"],
+    }
+    assert response.headers["vary"] == "Cookie"

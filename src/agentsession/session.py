@@ -166,7 +166,31 @@ class Session(dict[str, Any]):
             self._load()
         return dict.__eq__(self, other)
 
+    def __ne__(self, other: object) -> bool:
+        if self._source is not None:
+            self._load()
+        return dict.__ne__(self, other)
+
     __hash__ = None
+
+    def __or__(self, other: Any, /) -> dict[str, Any]:  # type: ignore[override]
+        if self._source is not None:
+            self._load()
+        return dict.__or__(self, other)
+
+    def __ror__(self, other: Any, /) -> dict[str, Any]:  # type: ignore[override]
+        if self._source is not None:
+            self._load()
+        return dict.__ror__(self, other)
+
+    def __reversed__(self) -> Iterator[str]:
+        if self._source is not None:
+            self._load()
+        return dict.__reversed__(self)
+
+    def __reduce__(self) -> tuple[type[Session], tuple[dict[str, Any]]]:
+        """Copies and pickles hold the data only, never the request it came from."""
+        return (Session, (self.copy(),))
 
     def __repr__(self) -> str:
         if self._source is not None:
@@ -231,7 +255,7 @@ class Session(dict[str, Any]):
         self.mark_modified()
         dict.update(self, *args, **kwargs)
 
-    def __ior__(self, other: Any, /) -> Session:  # type: ignore[override,misc]
+    def __ior__(self, other: Any, /) -> Session:  # type: ignore[override]
         self.mark_modified()
         dict.update(self, other)
         return self
