@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -19,6 +20,7 @@ from agentsession import (
     regenerate_session_id,
     set_session_id,
 )
+from agentsession.middleware import _STARLETTE_MARKS_ACCESS
 
 SECRET = "test-secret-key-0123456789-abcdefghijklmnop"
 
@@ -124,3 +126,10 @@ def record_hooks(app: Starlette, events: list[str]) -> None:
 
     middleware.on_startup(start)
     middleware.on_shutdown(stop)
+
+
+#: Starlette 1.0+ tells the session when it is used; before that it is decoded eagerly.
+lazy_only = pytest.mark.skipif(
+    not _STARLETTE_MARKS_ACCESS,
+    reason="Starlette < 1.0 does not call mark_accessed(): sessions are decoded eagerly",
+)

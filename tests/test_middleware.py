@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
 from agentsession import ConfigError, CookieCodec, SessionMiddleware, SessionTooLarge
-from tests.apps import SECRET, client_for, make_app, middleware_of
+from tests.apps import SECRET, client_for, lazy_only, make_app, middleware_of
 
 pytestmark = pytest.mark.anyio
 
@@ -65,6 +65,7 @@ async def test_read_of_unchanged_session_sends_no_cookie() -> None:
         assert response.headers["vary"] == "Cookie"
 
 
+@lazy_only
 async def test_untouched_session_costs_no_decode_and_sends_nothing() -> None:
     app = make_app()
     async with client_for(app) as client:
@@ -349,6 +350,7 @@ def test_any_json_session_round_trips(data: dict[str, object]) -> None:
     anyio.run(run)
 
 
+@lazy_only
 async def test_direct_scope_access_loads_the_session() -> None:
     """Code that reads scope["session"] without request.session still sees the data."""
     import copy

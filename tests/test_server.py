@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from tests.apps import make_app, record_hooks
+from tests.apps import lazy_only, make_app, record_hooks
 
 pytestmark = pytest.mark.anyio
 
@@ -47,6 +47,7 @@ async def serve(app: Starlette, **options: object) -> AsyncIterator[str]:
         await asyncio.wait_for(task, 10)
 
 
+@lazy_only
 async def test_real_server_runs_hooks_and_keeps_the_session() -> None:
     events: list[str] = []
     app = make_app()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-ORIGINAL_IMPORT = "from starlette.middleware.sessions import Session, SessionMiddleware"
-OUR_IMPORT = "from agentsession import Session, SessionMiddleware"
+ORIGINAL_IMPORT = "from starlette.middleware.sessions import "
+OUR_IMPORT = "from agentsession import "
 FILES = (
     "tests/__init__.py",
     "tests/conftest.py",

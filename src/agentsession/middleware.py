@@ -45,6 +45,23 @@ _MIN_SECRET_LENGTH = 32
 _EXPIRED = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
 
 
+def _starlette_marks_access() -> bool:
+    """Whether ``request.session`` calls ``mark_accessed()`` (Starlette 1.0 and later).
+
+    Older versions hand out ``scope["session"]`` untouched, and ``json.dumps`` of a
+    dict reads its storage directly, so there the session is decoded up front and, as
+    any read may go unseen, every response varies on Cookie.
+    """
+    try:
+        from starlette.middleware.sessions import Session as StarletteSession
+    except ImportError:  # pragma: no cover - Starlette before 1.0
+        return False
+    return hasattr(StarletteSession, "mark_accessed")
+
+
+_STARLETTE_MARKS_ACCESS = _starlette_marks_access()
+
+
 class SessionMiddleware:
     """Gives every request a signed ``request.session`` and the ids beside it."""
 
@@ -147,6 +164,8 @@ class SessionMiddleware:
         # Session.lazy(self, scope["headers"]), inlined: this runs on every request.
         session: Session = dict.__new__(Session)
         session._source, session._headers = self, scope["headers"]
+        if not _STARLETTE_MARKS_ACCESS:
+            session._load()
         scope["session"] = session
 
         def send_wrapper(message: Message) -> Awaitable[None]:
@@ -162,7 +181,9 @@ class SessionMiddleware:
         if scope["type"] == "websocket":
             if self.lifecycle.pending:
                 await self.lifecycle.startup()
-            scope["session"] = Session.lazy(self, scope["headers"])
+            scope["session"] = session = Session.lazy(self, scope["headers"])
+            if not _STARLETTE_MARKS_ACCESS:
+                session._load()
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
