@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from starlette.datastructures import Secret
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -161,20 +161,18 @@ class SessionMiddleware:
             return
         if self.lifecycle.pending:
             await self.lifecycle.startup()
-        # Session.lazy(self, scope["headers"]), inlined: this runs on every request.
-        session: Session = dict.__new__(Session)
+        # Session.lazy(), inlined: this runs on every request.
+        session: _HttpSession = dict.__new__(_HttpSession)
         session._source, session._headers = self, scope["headers"]
+        session._scope, session._send = scope, send
         if not _STARLETTE_MARKS_ACCESS:
             session._load()
         scope["session"] = session
-
-        def send_wrapper(message: Message) -> Awaitable[None]:
-            # Not a coroutine: hands back send's own awaitable, one frame less per message.
-            if message["type"] == "http.response.start" and session._source is None:
-                self._commit(session, scope, message)
-            return send(message)
-
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, session.send_wrapper)
+        finally:
+            # scope -> session -> scope (and send): break the cycle for refcounting.
+            del session._scope, session._send
 
     async def _not_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Websockets read the session (nothing to write back); lifespan runs the hooks."""
@@ -292,6 +290,25 @@ class SessionMiddleware:
             await self.app(scope, receive_wrapper, send_wrapper)
         finally:
             await lifecycle.shutdown()
+
+
+class _HttpSession(Session):
+    """The session of one HTTP request, which is also the request's send wrapper.
+
+    One object per request instead of a session plus a closure: this is the hot path.
+    """
+
+    __slots__ = ("_scope", "_send")
+
+    _scope: Scope
+    _send: Send
+
+    def send_wrapper(self, message: Message) -> Awaitable[None]:
+        """Add the session's headers to the response start; return ``send``'s awaitable."""
+        if message["type"] == "http.response.start" and self._headers is None:
+            middleware = cast(SessionMiddleware, self._source)
+            middleware._commit(self, self._scope, message)
+        return self._send(message)
 
 
 def _merge(configured: CookieConfig, arguments: CookieConfig) -> CookieConfig:

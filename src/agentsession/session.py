@@ -60,7 +60,8 @@ class Session(dict[str, Any]):
         self._accessed = False
         self._modified = False
         self._source: SessionSource | None = None
-        self._headers: Sequence[tuple[bytes, bytes]] = ()
+        #: The request's headers until the session is read from them; None once loaded.
+        self._headers: Sequence[tuple[bytes, bytes]] | None = None
         self._origin: CookieState | None = None
         self._token = False
         self._client_id: str | None = None
@@ -86,7 +87,7 @@ class Session(dict[str, Any]):
     @property
     def accessed(self) -> bool:
         """The session was read or written during this request (the response varies)."""
-        return self._source is None and self._accessed
+        return self._headers is None and self._accessed
 
     @accessed.setter
     def accessed(self, value: bool) -> None:
@@ -95,7 +96,7 @@ class Session(dict[str, Any]):
     @property
     def modified(self) -> bool:
         """The session was written through the mapping API during this request."""
-        return self._source is None and self._modified
+        return self._headers is None and self._modified
 
     @modified.setter
     def modified(self, value: bool) -> None:
@@ -104,13 +105,14 @@ class Session(dict[str, Any]):
     @property
     def loaded(self) -> bool:
         """True once the stored state has been read (or there was none to read)."""
-        return self._source is None
+        return self._headers is None
 
     def _load(self) -> None:
-        source = self._source
+        headers, source = self._headers, self._source
+        assert headers is not None
         assert source is not None
-        self._source = None
-        state, self._token = source.read_state(self._headers)
+        self._headers = None
+        state, self._token = source.read_state(headers)
         self._accessed = True
         self._modified = False
         self._origin = state
@@ -125,66 +127,66 @@ class Session(dict[str, Any]):
     # Starlette's flags. ``request.session`` calls mark_accessed(): that is where we load.
 
     def mark_accessed(self) -> None:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         self._accessed = True
 
     def mark_modified(self) -> None:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         self._accessed = self._modified = True
 
     # Reads load first, for code that takes scope["session"] without request.session.
 
     def __getitem__(self, key: str) -> Any:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__getitem__(self, key)
 
     def get(self, key: str, default: Any = None, /) -> Any:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.get(self, key, default)
 
     def __contains__(self, key: object) -> bool:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__contains__(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__iter__(self)
 
     def __len__(self) -> int:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__len__(self)
 
     def __eq__(self, other: object) -> bool:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__ne__(self, other)
 
     __hash__ = None
 
     def __or__(self, other: Any, /) -> dict[str, Any]:  # type: ignore[override]
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__or__(self, other)
 
     def __ror__(self, other: Any, /) -> dict[str, Any]:  # type: ignore[override]
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__ror__(self, other)
 
     def __reversed__(self) -> Iterator[str]:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__reversed__(self)
 
@@ -193,27 +195,27 @@ class Session(dict[str, Any]):
         return (Session, (self.copy(),))
 
     def __repr__(self) -> str:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.__repr__(self)
 
     def keys(self) -> Any:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.keys(self)
 
     def values(self) -> Any:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.values(self)
 
     def items(self) -> Any:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.items(self)
 
     def copy(self) -> dict[str, Any]:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         return dict.copy(self)
 
@@ -240,7 +242,7 @@ class Session(dict[str, Any]):
         return dict.pop(self, key, *args)
 
     def popitem(self) -> tuple[str, Any]:
-        if self._source is not None:
+        if self._headers is not None:
             self._load()
         item = dict.popitem(self)
         self.mark_modified()
