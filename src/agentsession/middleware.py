@@ -40,6 +40,7 @@ TOKEN_HEADER = "X-Session-Token"
 _TOKEN_HEADER = TOKEN_HEADER.lower().encode()
 _NEW_TOKEN = b"new"
 _TOKEN_PREFIX = TOKEN_PREFIX.encode()
+_VARY_TOKEN = b"Cookie, " + TOKEN_HEADER.encode()
 _DEFAULT_MAX_AGE = 14 * 24 * 60 * 60
 _MIN_SECRET_LENGTH = 32
 _EXPIRED = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
@@ -224,46 +225,44 @@ class SessionMiddleware:
         headers = list(message.get("headers", ()))
         message["headers"] = headers
         if session.accessed:
-            _add_vary(headers, b"Cookie, " + TOKEN_HEADER.encode() if session._token else b"Cookie")
+            _add_vary(headers, _VARY_TOKEN if session._token else b"Cookie")
         if message["status"] >= 500:
             return
-        origin = session._origin
-        data_json: str | None = None
-        changed = session.modified or session._ids_changed
-        if not changed and origin is not None:
-            data_json = dump_json(session)
-            changed = data_json != origin.data_json
-        if not changed and not (
-            origin is not None
-            and (
-                origin.stale_key
-                or (
-                    self.refresh_after is not None
-                    and int(time.time()) - origin.issued_at >= self.refresh_after
-                )
-            )
-        ):
+        due, data_json = self._due(session)
+        if not due:
             return
-        empty = not dict.__len__(session) and session._client_id is None
-        if empty and session._session_id is None:
-            if origin is None:
-                return
-            if session._token:
-                value = self.codec.encode(None, None, "{}")
-                headers.append((_TOKEN_HEADER, value.encode("ascii")))
-            else:
-                headers.append((b"set-cookie", self._delete[self._secure(scope)]))
+        if not dict.__len__(session) and session._client_id is None and session._session_id is None:
+            if session._origin is not None:  # a stored session was cleared: remove it
+                headers.append(self._header(session, scope, None))
             return
-        if session._client_id is None:
+        if session._client_id is None:  # the first write gives the client its id
             session._client_id = new_id()
-        if data_json is None:
-            data_json = dump_json(session)
+        data_json = data_json if data_json is not None else dump_json(session)
         value = self.codec.encode(session._client_id, session._session_id, data_json)
+        headers.append(self._header(session, scope, value))
+
+    def _due(self, session: Session) -> tuple[bool, str | None]:
+        """Whether the session must be sent, and its serialised data if that was needed."""
+        if session.modified or session._ids_changed:
+            return True, None
+        origin = session._origin
+        if origin is None:
+            return False, None
+        data_json = dump_json(session)
+        if data_json != origin.data_json or origin.stale_key:  # nested change, or rotated key
+            return True, data_json
+        refresh = self.refresh_after
+        return refresh is not None and int(time.time()) - origin.issued_at >= refresh, data_json
+
+    def _header(self, session: Session, scope: Scope, value: str | None) -> tuple[bytes, bytes]:
+        """The response header carrying ``value`` (None: the session was cleared)."""
         if session._token:
-            headers.append((_TOKEN_HEADER, value.encode("ascii")))
-        else:
-            cookie = self._head + value + self._set_suffix[self._secure(scope)]
-            headers.append((b"set-cookie", cookie.encode("latin-1")))
+            value = value if value is not None else self.codec.encode(None, None, "{}")
+            return _TOKEN_HEADER, value.encode("ascii")
+        secure = self._secure(scope)
+        if value is None:
+            return b"set-cookie", self._delete[secure]
+        return b"set-cookie", (self._head + value + self._set_suffix[secure]).encode("latin-1")
 
     def _secure(self, scope: Scope) -> bool:
         if self.cookie.https_only == "auto":
