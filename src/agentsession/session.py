@@ -102,11 +102,6 @@ class Session(dict[str, Any]):
     def modified(self, value: bool) -> None:
         self._modified = value
 
-    @property
-    def loaded(self) -> bool:
-        """True once the stored state has been read (or there was none to read)."""
-        return self._headers is None
-
     def _load(self) -> None:
         headers, source = self._headers, self._source
         assert headers is not None
