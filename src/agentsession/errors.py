@@ -29,3 +29,27 @@ class SessionNotFound(AgentSessionError, LookupError):
 
 class StoreUnavailable(AgentSessionError):
     """The session store cannot be reached or timed out."""
+
+
+class InvalidInput(AgentSessionError, ValueError):
+    """A value passed to the service is unusable; ``field`` names which one.
+
+    Raised before anything is written, so bad input never changes stored data.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class IdConflict(AgentSessionError):
+    """An id the caller chose is already taken by a row the caller may not change.
+
+    A new conversation whose ``session_id`` exists, or a ``task_id`` that belongs to
+    another user or another conversation. Nothing is written.
+    """
+
+    def __init__(self, field: str, value: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field} {value!r} is already in use")

@@ -1,0 +1,547 @@
+"""SessionService: the async API over conversations, chat tasks, feedback and state.
+
+The service is the one place that validates input, makes ids, reads the clock,
+applies the session TTL and encodes page cursors; a ``Store`` (memory or SQL) only
+reads and writes rows. Every method takes the caller's ``user_id`` and acts on that
+user's rows alone: another user's conversation raises ``SessionNotFound`` exactly as
+a missing one does. Bad input raises ``InvalidInput`` naming the field before
+anything is written; a backend that is down or slow raises ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import random
+import time
+from collections.abc import Awaitable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from agentsession.config import AgentSessionConfig, ServiceConfig
+from agentsession.db.schema import ID_LENGTH, NAME_LENGTH
+from agentsession.errors import InvalidInput, SessionNotFound, StoreUnavailable
+from agentsession.stores.base import (
+    FeedbackFilter,
+    FeedbackRecord,
+    Page,
+    SessionRecord,
+    Store,
+    TaskRecord,
+)
+
+__all__ = ["RATINGS", "SessionService", "SessionState"]
+
+T = TypeVar("T")
+
+#: The ratings ``add_feedback`` accepts.
+RATINGS: Final = ("up", "down")
+#: Largest page a listing returns.
+MAX_LIMIT: Final = 1000
+#: How often a state write is retried after losing a race to another writer.
+STATE_WRITE_ATTEMPTS: Final = 100
+_DELETE: Final = object()
+
+
+def now_ms() -> int:
+    """The current time in epoch milliseconds, the unit of every stored time."""
+    return time.time_ns() // 1_000_000
+
+
+def new_record_id() -> str:
+    """A random id for conversations and feedback (256 bits, URL-safe)."""
+    import secrets
+
+    return secrets.token_urlsafe(32)
+
+
+class SessionService:
+    """Conversations, chat tasks, feedback and key-value state, over one ``Store``.
+
+    Inside an app the middleware owns it (``get_session_service(request)``). Outside
+    one: ``async with SessionService.from_config(config) as service: ...``; entering
+    starts the store (the SQL store migrates its schema), leaving closes it.
+    """
+
+    def __init__(self, store: Store, *, ttl: int | None = None, timeout: float = 10.0) -> None:
+        """``ttl``: seconds a conversation may stay idle before it expires (None: never).
+
+        ``timeout``: seconds any one call may take before it fails with
+        ``StoreUnavailable``.
+        """
+        if ttl is not None and ttl <= 0:
+            raise InvalidInput("ttl", f"must be a positive number of seconds, not {ttl!r}")
+        self.store = store
+        self.ttl_ms = None if ttl is None else ttl * 1000
+        self.timeout = timeout
+
+    @classmethod
+    def from_config(cls, config: AgentSessionConfig | ServiceConfig) -> SessionService:
+        """The service ``config.session_service`` describes (memory or sql); not started."""
+        service = config.session_service if isinstance(config, AgentSessionConfig) else config
+        store: Store
+        if service.type == "sql":
+            from agentsession.stores.sql import SqlStore
+
+            assert service.database_url is not None  # the config validated it
+            store = SqlStore(service.database_url, pool_size=service.pool_size)
+        else:
+            from agentsession.stores.memory import MemoryStore
+
+            store = MemoryStore()
+        return cls(store, ttl=service.ttl)
+
+    async def start(self) -> None:
+        """Make the store ready (run migrations); safe to call more than once."""
+        await self._call(self.store.start(), timeout=None)
+
+    async def close(self) -> None:
+        """Release the store's connections (dispose the engine)."""
+        await self.store.close()
+
+    async def __aenter__(self) -> SessionService:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # Conversations
+
+    async def create_session(
+        self,
+        user_id: str,
+        *,
+        agent_id: str | None = None,
+        name: str | None = None,
+        session_id: str | None = None,
+        client_id: str | None = None,
+    ) -> SessionRecord:
+        """Start a conversation for ``user_id``; ``session_id`` picks its id (else random).
+
+        Raises ``IdConflict`` when ``session_id`` is taken.
+        """
+        now = now_ms()
+        record = SessionRecord(
+            id=new_record_id() if session_id is None else _id(session_id, "session_id"),
+            user_id=_id(user_id, "user_id"),
+            client_id=_optional_id(client_id, "client_id"),
+            name=_name(name),
+            agent_id=_optional_id(agent_id, "agent_id"),
+            created_time=now,
+            updated_time=now,
+            last_viewed_at=None,
+            expires_at=self._expiry(now),
+        )
+        await self._call(self.store.insert_session(record))
+        return record
+
+    async def get_session(self, user_id: str, session_id: str) -> SessionRecord:
+        """The user's conversation (one query); ``SessionNotFound`` if missing or expired."""
+        found = await self._call(
+            self.store.get_session(_id(user_id, "user_id"), _id(session_id, "session_id"), now_ms())
+        )
+        return _found(found, session_id)
+
+    async def list_sessions(
+        self, user_id: str, *, limit: int = 20, cursor: str | None = None
+    ) -> Page[SessionRecord]:
+        """The user's conversations, most recently updated first, one page at a time."""
+        user = _id(user_id, "user_id")
+        size = _limit(limit)
+        rows = await self._call(
+            self.store.list_sessions(user, now_ms(), size + 1, _decode_cursor(cursor))
+        )
+        return _page(rows, size)
+
+    async def rename_session(self, user_id: str, session_id: str, name: str | None) -> SessionRecord:
+        """Set (or, with None, clear) the conversation's name."""
+        now = now_ms()
+        found = await self._call(
+            self.store.update_session(
+                _id(user_id, "user_id"),
+                _id(session_id, "session_id"),
+                now,
+                self._expiry(now),
+                name=_name(name),
+                rename=True,
+            )
+        )
+        return _found(found, session_id)
+
+    async def mark_viewed(self, user_id: str, session_id: str) -> SessionRecord:
+        """Record that the user opened the conversation now; this also slides its TTL."""
+        now = now_ms()
+        found = await self._call(
+            self.store.update_session(
+                _id(user_id, "user_id"),
+                _id(session_id, "session_id"),
+                now,
+                self._expiry(now),
+                viewed=True,
+            )
+        )
+        return _found(found, session_id)
+
+    async def delete_session(self, user_id: str, session_id: str) -> None:
+        """Delete the conversation with its chat tasks and feedback."""
+        deleted = await self._call(
+            self.store.delete_session(
+                _id(user_id, "user_id"), _id(session_id, "session_id"), now_ms()
+            )
+        )
+        if not deleted:
+            raise SessionNotFound(session_id)
+
+    # Chat tasks
+
+    async def save_task(
+        self,
+        user_id: str,
+        session_id: str,
+        task_id: str,
+        *,
+        user_message: str | None = None,
+        message_bubbles: Any = (),
+        task_metadata: Any = None,
+    ) -> TaskRecord:
+        """Insert or replace the chat task ``task_id`` in one statement.
+
+        ``message_bubbles`` and ``task_metadata`` are any JSON values. Concurrent saves
+        of one task are safe (the last one wins). Raises ``SessionNotFound`` when the
+        conversation is not the user's, ``IdConflict`` when ``task_id`` belongs to
+        another user or another conversation.
+        """
+        now = now_ms()
+        record = TaskRecord(
+            id=_id(task_id, "task_id"),
+            session_id=_id(session_id, "session_id"),
+            user_id=_id(user_id, "user_id"),
+            user_message=_optional_text(user_message, "user_message"),
+            message_bubbles=_json_value(
+                list(message_bubbles) if isinstance(message_bubbles, tuple) else message_bubbles,
+                "message_bubbles",
+            ),
+            task_metadata=_json_value(task_metadata, "task_metadata"),
+            created_time=now,
+            updated_time=now,
+        )
+        saved = await self._call(self.store.save_task(record))
+        return _found(saved, session_id)
+
+    async def list_tasks(
+        self, user_id: str, session_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[TaskRecord]:
+        """The conversation's chat tasks, oldest first, one page at a time."""
+        user, session = _id(user_id, "user_id"), _id(session_id, "session_id")
+        size = _limit(limit)
+        rows = await self._call(
+            self.store.list_tasks(user, session, now_ms(), size + 1, _decode_cursor(cursor))
+        )
+        return _page(_found(rows, session_id), size)
+
+    # Feedback
+
+    async def add_feedback(
+        self,
+        user_id: str,
+        session_id: str,
+        task_id: str,
+        rating: str,
+        comment: str | None = None,
+    ) -> FeedbackRecord:
+        """Rate a chat task ``up`` or ``down``; the user's earlier rating of it is replaced.
+
+        Raises ``SessionNotFound`` when the conversation or the task in it is not the
+        user's.
+        """
+        if rating not in RATINGS:
+            raise InvalidInput("rating", f"must be 'up' or 'down', not {rating!r}")
+        now = now_ms()
+        record = FeedbackRecord(
+            id=new_record_id(),
+            session_id=_id(session_id, "session_id"),
+            task_id=_id(task_id, "task_id"),
+            user_id=_id(user_id, "user_id"),
+            rating=rating,
+            comment=_optional_text(comment, "comment"),
+            created_time=now,
+        )
+        saved = await self._call(self.store.save_feedback(record, now))
+        return _found(saved, session_id)
+
+    async def list_feedback(
+        self,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        rating: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> Page[FeedbackRecord]:
+        """The user's feedback, newest first; filters combine (``since`` <= time < ``until``)."""
+        if rating is not None and rating not in RATINGS:
+            raise InvalidInput("rating", f"must be 'up' or 'down', not {rating!r}")
+        for field, value in (("since", since), ("until", until)):
+            if value is not None and (type(value) is not int or value < 0):
+                raise InvalidInput(field, "must be epoch milliseconds (a non-negative int)")
+        where = FeedbackFilter(
+            session_id=_optional_id(session_id, "session_id"),
+            task_id=_optional_id(task_id, "task_id"),
+            rating=rating,
+            since=since,
+            until=until,
+        )
+        size = _limit(limit)
+        rows = await self._call(
+            self.store.list_feedback(
+                _id(user_id, "user_id"), where, size + 1, _decode_cursor(cursor)
+            )
+        )
+        return _page(rows, size)
+
+    # State
+
+    async def state(
+        self, user_id: str, session_id: str, namespace: str = "default"
+    ) -> SessionState:
+        """The conversation's key-value state in ``namespace`` (one query to load it)."""
+        user, session = _id(user_id, "user_id"), _id(session_id, "session_id")
+        space = _id(namespace, "namespace")
+        handle = SessionState(self, user, session, space)
+        await handle.refresh()
+        return handle
+
+    # Internals
+
+    def _expiry(self, now: int) -> int | None:
+        return None if self.ttl_ms is None else now + self.ttl_ms
+
+    async def _call(self, operation: Awaitable[T], *, timeout: float | None = -1.0) -> T:
+        """Await a store operation; past the timeout it is cancelled: ``StoreUnavailable``."""
+        limit = self.timeout if timeout == -1.0 else timeout
+        try:
+            async with asyncio.timeout(limit):
+                return await operation
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the session store did not answer within {limit} seconds"
+            ) from None
+
+
+class SessionState:
+    """One namespace of a conversation's key-value state (``await service.state(...)``).
+
+    Reads come from the snapshot loaded when the handle was made (``refresh()``
+    reloads it). Writes go to the store at once and are optimistic: when another
+    writer got in first, the handle reloads and re-applies only its own change, so
+    concurrent writers of different keys all keep their values and, of one key, the
+    last writer wins. Values are any JSON values.
+    """
+
+    __slots__ = ("_data", "_document", "_version", "namespace", "service", "session_id", "user_id")
+
+    def __init__(
+        self, service: SessionService, user_id: str, session_id: str, namespace: str
+    ) -> None:
+        self.service = service
+        self.user_id = user_id
+        self.session_id = session_id
+        self.namespace = namespace
+        self._document: dict[str, Any] = {}
+        self._data: dict[str, Any] = {}
+        self._version = 0
+
+    async def refresh(self) -> None:
+        """Reload the state from the store (one query)."""
+        service = self.service
+        loaded = await service._call(
+            service.store.load_state(self.user_id, self.session_id, now_ms())
+        )
+        state_json, self._version = _found(loaded, self.session_id)
+        document = json.loads(state_json)
+        self._document = document if isinstance(document, dict) else {}
+        data = self._document.get(self.namespace)
+        self._data = data if isinstance(data, dict) else {}
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default``."""
+        return self._data.get(key, default)
+
+    async def keys(self) -> list[str]:
+        """The keys set in this namespace."""
+        return list(self._data)
+
+    async def items(self) -> list[tuple[str, Any]]:
+        """The (key, value) pairs of this namespace."""
+        return list(self._data.items())
+
+    async def set(self, key: str, value: Any) -> None:
+        """Set one key (one statement unless another writer got in first)."""
+        await self.update({key: value})
+
+    async def update(self, values: Mapping[str, Any]) -> None:
+        """Set several keys in one write."""
+        changes = {_key(key): _json_value(value, f"state[{key!r}]") for key, value in values.items()}
+        await self._write(changes, clear=False)
+
+    async def delete(self, *keys: str) -> None:
+        """Remove keys; keys that are not set are ignored."""
+        await self._write(dict.fromkeys((_key(key) for key in keys), _DELETE), clear=False)
+
+    async def clear(self) -> None:
+        """Remove every key of this namespace (other namespaces are kept)."""
+        await self._write({}, clear=True)
+
+    def __repr__(self) -> str:
+        return f"SessionState(session_id={self.session_id!r}, namespace={self.namespace!r})"
+
+    async def _write(self, changes: dict[str, Any], *, clear: bool) -> None:
+        service = self.service
+        for attempt in range(STATE_WRITE_ATTEMPTS):
+            data = {} if clear else dict(self._data)
+            for key, value in changes.items():
+                if value is _DELETE:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            document = dict(self._document)
+            if data:
+                document[self.namespace] = data
+            else:
+                document.pop(self.namespace, None)
+            now = now_ms()
+            written = await service._call(
+                service.store.write_state(
+                    self.user_id,
+                    self.session_id,
+                    now,
+                    service._expiry(now),
+                    json.dumps(document, ensure_ascii=False, separators=(",", ":")),
+                    self._version,
+                )
+            )
+            if written is None:
+                raise SessionNotFound(self.session_id)
+            if written:
+                self._document, self._data, self._version = document, data, self._version + 1
+                return
+            # Another writer got in first: back off a little, reload, re-apply ours.
+            await asyncio.sleep(random.uniform(0, min(0.002 * (attempt + 1), 0.05)))
+            await self.refresh()
+        raise StoreUnavailable(
+            f"the state of conversation {self.session_id!r} changed under every one of "
+            f"{STATE_WRITE_ATTEMPTS} attempts to write it; try again"
+        )
+
+
+# Validation: every check names the field and runs before anything is written.
+
+
+def _id(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(field, f"must be a non-empty string, not {value!r:.80}")
+    if len(value) > ID_LENGTH:
+        raise InvalidInput(field, f"is {len(value)} characters; the limit is {ID_LENGTH}")
+    _check_text(value, field)
+    return value
+
+
+def _optional_id(value: object, field: str) -> str | None:
+    return None if value is None else _id(value, field)
+
+
+def _key(value: object) -> str:
+    return _id(value, "key")
+
+
+def _name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("name", f"must be a string or null, not {type(value).__name__}")
+    if len(value) > NAME_LENGTH:
+        raise InvalidInput("name", f"is {len(value)} characters; the limit is {NAME_LENGTH}")
+    _check_text(value, "name")
+    return value
+
+
+def _optional_text(value: object, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"must be a string or null, not {type(value).__name__}")
+    _check_text(value, field)
+    return value
+
+
+def _check_text(value: str, field: str) -> None:
+    """Refuse what no database stores as text: NUL and unpaired surrogates."""
+    if "\x00" in value:
+        raise InvalidInput(field, "contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "is not valid Unicode (unpaired surrogate)") from None
+
+
+def _json_value(value: Any, field: str) -> Any:
+    """``value`` if it is plain JSON (a copy made through JSON), else ``InvalidInput``."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(field, f"is not JSON-serialisable: {error}") from None
+    _check_text(text, field)
+    return json.loads(text)
+
+
+def _limit(limit: object) -> int:
+    if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput("limit", f"must be an int from 1 to {MAX_LIMIT}, not {limit!r}")
+    return limit
+
+
+def encode_cursor(key: tuple[int, str]) -> str:
+    """An opaque page cursor for a sort key."""
+    raw = json.dumps([key[0], key[1]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode_cursor(cursor: object) -> tuple[int, str] | None:
+    if cursor is None or cursor == "":
+        return None
+    bad = InvalidInput("cursor", "is not a cursor this service returned")
+    if not isinstance(cursor, str) or len(cursor) > 2 * ID_LENGTH:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        time_, id_ = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise bad from None
+    if type(time_) is not int or not isinstance(id_, str) or len(id_) > ID_LENGTH:
+        raise bad
+    return time_, id_
+
+
+def _page(rows: Iterable[Any], size: int) -> Page[Any]:
+    items = list(rows)
+    if len(items) > size:
+        del items[size:]
+        return Page(items, encode_cursor(items[-1].sort_key))
+    return Page(items, None)
+
+
+def _found(value: T | None, session_id: str) -> T:
+    if value is None:
+        raise SessionNotFound(session_id)
+    return value

@@ -1,0 +1,229 @@
+"""The Store contract every backend honours, and the records it returns.
+
+A store is the storage half of ``SessionService``: it reads and writes rows and does
+nothing else. The service validates input, makes ids, reads the clock, applies the
+TTL and encodes cursors, then calls one store method, so every backend sees the same
+well-formed calls and must give the same answers (the service test suite runs against
+each). Times are epoch milliseconds. ``now`` is passed in, never read by a store, so
+that one call sees one instant.
+
+Rules every method follows:
+
+* Ownership: a row is visible only to the ``user_id`` it was written with. A
+  conversation of another user, or one whose ``expires_at`` is at or before ``now``,
+  is treated exactly like a missing one, and is never changed.
+* Keyset pages: ``after`` is the sort key of the last item of the previous page (or
+  None for the first page); a method returns at most ``limit`` items that sort
+  strictly after it. Conversations sort newest first, by ``(updated_time desc, id)``;
+  chat tasks oldest first, by ``(created_time, id)``; feedback newest first, by
+  ``(created_time desc, id)``.
+* Failures of the backend itself raise ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+__all__ = [
+    "FeedbackFilter",
+    "FeedbackRecord",
+    "Page",
+    "SessionRecord",
+    "Store",
+    "TaskRecord",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One conversation (a row of ``sessions``), without its state."""
+
+    id: str
+    user_id: str
+    client_id: str | None
+    name: str | None
+    agent_id: str | None
+    created_time: int
+    updated_time: int
+    last_viewed_at: int | None
+    expires_at: int | None
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        """Its place in ``list_sessions``: newest ``updated_time`` first, then ``id``."""
+        return (self.updated_time, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One chat task (a user message and the agent's reply bubbles) of a conversation."""
+
+    id: str
+    session_id: str
+    user_id: str
+    user_message: str | None
+    message_bubbles: Any
+    task_metadata: Any
+    created_time: int
+    updated_time: int
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        """Its place in ``list_tasks``: oldest ``created_time`` first, then ``id``."""
+        return (self.created_time, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """A user's rating (``up`` or ``down``) of one chat task."""
+
+    id: str
+    session_id: str
+    task_id: str
+    user_id: str
+    rating: str
+    comment: str | None
+    created_time: int
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        """Its place in ``list_feedback``: newest ``created_time`` first, then ``id``."""
+        return (self.created_time, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackFilter:
+    """Which of a user's feedback ``list_feedback`` returns; None means any.
+
+    ``since`` is inclusive and ``until`` exclusive, both epoch milliseconds on
+    ``created_time``.
+    """
+
+    session_id: str | None = None
+    task_id: str | None = None
+    rating: str | None = None
+    since: int | None = None
+    until: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing; pass ``next_cursor`` back to get the next (None: no more)."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class Store(Protocol):
+    """What ``SessionService`` needs from a backend. See the module docstring for rules."""
+
+    async def start(self) -> None:
+        """Make the store ready (the SQL store migrates its schema to head)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store may be started again afterwards."""
+        ...
+
+    # Conversations
+
+    async def insert_session(self, record: SessionRecord) -> None:
+        """Add a conversation with empty state (``{}``) and version 0.
+
+        Raises ``IdConflict("session_id", id)``, writing nothing, when a conversation
+        with ``record.id`` already exists (whoever owns it, expired or not).
+        """
+        ...
+
+    async def get_session(self, user_id: str, session_id: str, now: int) -> SessionRecord | None:
+        """The user's live conversation, or None."""
+        ...
+
+    async def list_sessions(
+        self, user_id: str, now: int, limit: int, after: tuple[int, str] | None
+    ) -> list[SessionRecord]:
+        """The user's live conversations after ``after``, newest first."""
+        ...
+
+    async def update_session(
+        self,
+        user_id: str,
+        session_id: str,
+        now: int,
+        expires_at: int | None,
+        *,
+        name: str | None = None,
+        rename: bool = False,
+        viewed: bool = False,
+    ) -> SessionRecord | None:
+        """Touch a live conversation and return it as it now is, or None if missing.
+
+        Always sets ``expires_at``. ``rename`` sets ``name`` (None clears it) and
+        ``updated_time = now``; ``viewed`` sets ``last_viewed_at = now``.
+        """
+        ...
+
+    async def delete_session(self, user_id: str, session_id: str, now: int) -> bool:
+        """Delete a live conversation with its tasks and feedback; False if missing."""
+        ...
+
+    # State: one JSON document per conversation, versioned for optimistic writes.
+
+    async def load_state(self, user_id: str, session_id: str, now: int) -> tuple[str, int] | None:
+        """The conversation's state JSON text and its version, or None if missing."""
+        ...
+
+    async def write_state(
+        self,
+        user_id: str,
+        session_id: str,
+        now: int,
+        expires_at: int | None,
+        state_json: str,
+        version: int,
+    ) -> bool | None:
+        """Replace the state if its version is still ``version``; bump the version.
+
+        Also sets ``updated_time = now`` and ``expires_at``. Returns True when
+        written, False when the version moved on (reload and retry), None when the
+        conversation is missing.
+        """
+        ...
+
+    # Chat tasks
+
+    async def save_task(self, record: TaskRecord) -> TaskRecord | None:
+        """Insert the task, or update the one with ``record.id``, in one statement.
+
+        On update, ``user_message``, ``message_bubbles``, ``task_metadata`` and
+        ``updated_time`` are replaced and ``created_time`` is kept. Returns the task
+        as stored, or None when its conversation is missing. Raises
+        ``IdConflict("task_id", id)``, writing nothing, when ``record.id`` belongs to
+        another user's task or to a task of another conversation.
+        """
+        ...
+
+    async def list_tasks(
+        self, user_id: str, session_id: str, now: int, limit: int, after: tuple[int, str] | None
+    ) -> list[TaskRecord] | None:
+        """The conversation's tasks after ``after``, oldest first; None if it is missing."""
+        ...
+
+    # Feedback
+
+    async def save_feedback(self, record: FeedbackRecord, now: int) -> FeedbackRecord | None:
+        """Add the user's feedback on a task, replacing their earlier one (id included).
+
+        None, writing nothing, when the task is not the user's, is not in
+        ``record.session_id``, or that conversation is missing.
+        """
+        ...
+
+    async def list_feedback(
+        self, user_id: str, where: FeedbackFilter, limit: int, after: tuple[int, str] | None
+    ) -> list[FeedbackRecord]:
+        """The user's feedback matching ``where`` after ``after``, newest first."""
+        ...

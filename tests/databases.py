@@ -1,0 +1,96 @@
+"""Real databases for the store tests: a fresh, empty database per use (DESIGN §9).
+
+PostgreSQL and MariaDB come from AGENTSESSION_TEST_POSTGRES_URL and
+AGENTSESSION_TEST_MYSQL_URL. Without them those cases skip locally; in CI (CI=true)
+a missing or unreachable server fails the test. Each use gets its own database,
+created on the server and dropped afterwards, so tests (and parallel runs) never
+see each other's rows and migrations always start from nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiomysql
+import asyncpg
+import pytest
+
+#: Backends of the parametrised store fixtures, in test-id order.
+SQL_BACKENDS = ("sqlite", "postgresql", "mysql")
+BACKENDS = ("memory", *SQL_BACKENDS)
+
+_VARIABLES = {
+    "postgresql": "AGENTSESSION_TEST_POSTGRES_URL",
+    "mysql": "AGENTSESSION_TEST_MYSQL_URL",
+}
+
+
+def server_url(variable: str) -> str:
+    """The server URL in ``variable``; skip locally, fail in CI, when it is unset."""
+    url = os.environ.get(variable)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{variable} is not set; CI must test against a real server")
+        pytest.skip(f"{variable} is not set")
+    return url
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(path="/" + name).geturl()
+
+
+@asynccontextmanager
+async def fresh_database(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """Yield the URL of a new empty database of ``backend``; drop it afterwards.
+
+    The URL is in the plain form a user writes (``postgresql://``, ``mysql://``,
+    ``sqlite:///``).
+    """
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / f'agentsession-{secrets.token_hex(4)}.db'}"
+        return
+    name = f"agentsession_t_{secrets.token_hex(6)}"
+    url = server_url(_VARIABLES[backend])
+    if backend == "postgresql":
+        admin = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=10)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        try:
+            yield _with_database(url, name)
+        finally:
+            admin = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=10)
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await admin.close()
+        return
+    await _mysql_execute(url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield _with_database(url, name)
+    finally:
+        await _mysql_execute(url, f"DROP DATABASE IF EXISTS `{name}`")
+
+
+async def _mysql_execute(url: str, sql: str) -> None:
+    parts = urlsplit(url)
+    connection = await aiomysql.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        connect_timeout=10,
+        autocommit=True,
+    )
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute(sql)
+    finally:
+        connection.close()
