@@ -5,11 +5,14 @@ from agentsession.cookies import CookieCodec
 from agentsession.errors import (
     AgentSessionError,
     ConfigError,
+    IdConflict,
+    InvalidInput,
     SessionNotFound,
     SessionTooLarge,
     StoreUnavailable,
 )
-from agentsession.middleware import SessionMiddleware
+from agentsession.middleware import SessionMiddleware, get_session_service
+from agentsession.service import SessionService, SessionState
 from agentsession.session import (
     Session,
     get_client_id,
@@ -25,14 +28,19 @@ __all__ = [
     "AgentSessionError",
     "ConfigError",
     "CookieCodec",
+    "IdConflict",
+    "InvalidInput",
     "Session",
     "SessionMiddleware",
     "SessionNotFound",
+    "SessionService",
+    "SessionState",
     "SessionTooLarge",
     "StoreUnavailable",
     "__version__",
     "get_client_id",
     "get_session_id",
+    "get_session_service",
     "load_config",
     "regenerate_session_id",
     "set_session_id",

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Literal, cast
 
 from starlette.datastructures import Secret
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentsession.config import AgentSessionConfig, CookieConfig
@@ -29,9 +30,10 @@ from agentsession.cookies import (
 )
 from agentsession.errors import ConfigError
 from agentsession.lifecycle import Hook, Lifecycle
+from agentsession.service import SessionService
 from agentsession.session import Session, new_id
 
-__all__ = ["TOKEN_HEADER", "SessionMiddleware"]
+__all__ = ["TOKEN_HEADER", "SessionMiddleware", "get_session_service"]
 
 logger = logging.getLogger("agentsession")
 
@@ -81,6 +83,7 @@ class SessionMiddleware:
         secret_key_fallbacks: Sequence[str] = (),
         refresh_after: int | None = None,
         config: AgentSessionConfig | None = None,
+        service: SessionService | None = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -133,6 +136,15 @@ class SessionMiddleware:
             max_size=COOKIE_SIZE_LIMIT - len(cookie.cookie_name) - 1,
         )
         self.lifecycle = Lifecycle()
+        #: Conversations, tasks, feedback and state: ``config.session_service`` (memory
+        #: by default), or the ``service=`` given. Started and closed with the app.
+        self.service = (
+            service
+            if service is not None
+            else SessionService.from_config(config if config is not None else AgentSessionConfig())
+        )
+        self.lifecycle.on_startup(self.service.start)
+        self.lifecycle.on_shutdown(self.service.close)
         self._cookie_name = cookie.cookie_name.encode("latin-1")
 
         # Set-Cookie spelled exactly as Starlette spells it, one variant per Secure flag.
@@ -308,6 +320,19 @@ class _HttpSession(Session):
             middleware = cast(SessionMiddleware, self._source)
             middleware._commit(self, self._scope, message)
         return self._send(message)
+
+
+def get_session_service(request: HTTPConnection) -> SessionService:
+    """The ``SessionService`` of the app's ``SessionMiddleware``; a FastAPI dependency too.
+
+    ``service: SessionService = Depends(get_session_service)``.
+    """
+    source = getattr(request.scope.get("session"), "_source", None)
+    if not isinstance(source, SessionMiddleware):
+        raise RuntimeError(
+            "get_session_service() found no agentsession.SessionMiddleware: add it to the app"
+        )
+    return source.service
 
 
 def _merge(configured: CookieConfig, arguments: CookieConfig) -> CookieConfig:

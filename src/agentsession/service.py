@@ -95,7 +95,7 @@ class SessionService:
 
     async def start(self) -> None:
         """Make the store ready (run migrations); safe to call more than once."""
-        await self._call(self.store.start(), timeout=None)
+        await self.store.start()  # migrations may queue behind another instance: no timeout
 
     async def close(self) -> None:
         """Release the store's connections (dispose the engine)."""
@@ -161,7 +161,9 @@ class SessionService:
         )
         return _page(rows, size)
 
-    async def rename_session(self, user_id: str, session_id: str, name: str | None) -> SessionRecord:
+    async def rename_session(
+        self, user_id: str, session_id: str, name: str | None
+    ) -> SessionRecord:
         """Set (or, with None, clear) the conversation's name."""
         now = now_ms()
         found = await self._call(
@@ -327,9 +329,9 @@ class SessionService:
     def _expiry(self, now: int) -> int | None:
         return None if self.ttl_ms is None else now + self.ttl_ms
 
-    async def _call(self, operation: Awaitable[T], *, timeout: float | None = -1.0) -> T:
-        """Await a store operation; past the timeout it is cancelled: ``StoreUnavailable``."""
-        limit = self.timeout if timeout == -1.0 else timeout
+    async def _call(self, operation: Awaitable[T]) -> T:
+        """Await a store operation; past ``timeout`` it is cancelled: ``StoreUnavailable``."""
+        limit = self.timeout
         try:
             async with asyncio.timeout(limit):
                 return await operation
@@ -392,7 +394,9 @@ class SessionState:
 
     async def update(self, values: Mapping[str, Any]) -> None:
         """Set several keys in one write."""
-        changes = {_key(key): _json_value(value, f"state[{key!r}]") for key, value in values.items()}
+        changes = {
+            _key(key): _json_value(value, f"state[{key!r}]") for key, value in values.items()
+        }
         await self._write(changes, clear=False)
 
     async def delete(self, *keys: str) -> None:

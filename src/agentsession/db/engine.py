@@ -111,6 +111,10 @@ def dialect_of(url: URL) -> str:
 def create_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
     """A pooled ``AsyncEngine`` for ``url`` with this package's per-dialect settings.
 
+    Connections are in autocommit mode: every store operation is one statement, so
+    no BEGIN/COMMIT round trips are spent. Code that needs a transaction (the
+    migrations) asks for one with ``connection.execution_options(isolation_level=...)``.
+
     * SQLite: WAL journal, foreign keys on, a busy timeout, ``synchronous=NORMAL``.
       ``sqlite:///:memory:`` gets a single shared connection.
     * PostgreSQL (asyncpg) and MySQL/MariaDB (aiomysql): ``pool_pre_ping``,
@@ -119,7 +123,7 @@ def create_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
     """
     target = normalize_url(url)
     dialect = dialect_of(target)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
     if dialect == "sqlite":
         memory = target.database in (None, "", ":memory:")
         if memory:
@@ -148,10 +152,20 @@ def create_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
         }
     else:
         options["connect_args"] = {"connect_timeout": int(CONNECT_TIMEOUT), "charset": "utf8mb4"}
-        # Reads see committed rows without gap locks: upserts that read `sessions`
-        # (to check the owner) then never deadlock with each other.
-        options["isolation_level"] = "READ COMMITTED"
-    return create_async_engine(target, **options)
+    engine = create_async_engine(target, **options)
+    if dialect == "mysql":
+        event.listen(engine.sync_engine, "connect", _mysql_session)
+    return engine
+
+
+def _mysql_session(dbapi_connection: Any, _record: Any) -> None:
+    """READ COMMITTED: ``INSERT ... SELECT`` reads the owner's row without gap locks,
+    so concurrent upserts of one task wait for each other instead of deadlocking."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    finally:
+        cursor.close()
 
 
 def _sqlite_pragmas(memory: bool) -> Any:
