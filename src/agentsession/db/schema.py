@@ -2,9 +2,11 @@
 
 Column types work on SQLite, PostgreSQL and MySQL/MariaDB alike: explicit VARCHAR
 lengths (MySQL needs them for keys), BigInteger epoch milliseconds for every time,
-JSON kept as text (LONGTEXT on MySQL, whose TEXT stops at 64 KiB). On MySQL the
-tables are InnoDB in utf8mb4 with a binary collation, so ids compare exactly as
-they do elsewhere (``"Abc"`` and ``"abc"`` are two conversations).
+JSON kept as text (LONGTEXT on MySQL, whose TEXT stops at 64 KiB). Ids compare and
+sort byte for byte on every database (``"Abc"``, ``"abc"`` and ``"abc "`` are three
+conversations): the "C" collation on PostgreSQL, and on MySQL InnoDB tables in
+utf8mb4 with a binary collation that does not pad (the migration picks
+``utf8mb4_nopad_bin`` on MariaDB, ``utf8mb4_0900_bin`` on MySQL 8).
 The Alembic migrations in ``migrations/`` create exactly these tables.
 """
 
@@ -24,7 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 __all__ = [
     "ID_LENGTH",
@@ -58,8 +60,13 @@ _MYSQL: dict[str, Any] = {
 _LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 
+_ID_TYPE = String(ID_LENGTH).with_variant(
+    postgresql.VARCHAR(ID_LENGTH, collation="C"), "postgresql"
+)
+
+
 def _id(name: str, *args: object, **kwargs: object) -> Column[str]:
-    return Column(name, String(ID_LENGTH), *args, **kwargs)  # type: ignore[arg-type]
+    return Column(name, _ID_TYPE, *args, **kwargs)  # type: ignore[arg-type]
 
 
 sessions = Table(

@@ -1,0 +1,310 @@
+"""Bring the database schema to head with the package's own Alembic migrations.
+
+Migrations run on startup (DESIGN §4), so several processes may start at once on a
+fresh database: each first checks the version table (one query, no lock), and only
+if it is behind takes a cross-process lock, checks again and upgrades. The lock is a
+PostgreSQL transaction-level advisory lock, MySQL/MariaDB ``GET_LOCK``, or for SQLite
+an ``flock`` on ``<dbfile>.migrate.lock``. The version table is
+``agentsession_alembic_version``, so the host app's own Alembic (``alembic_version``)
+is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from agentsession.db.engine import dialect_of, mask_url
+from agentsession.errors import StoreUnavailable
+
+__all__ = [
+    "LOCK_TIMEOUT",
+    "SCRIPT_LOCATION",
+    "VERSION_TABLE",
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "migrate",
+]
+
+#: Alembic's version table for this package's migrations.
+VERSION_TABLE = "agentsession_alembic_version"
+#: The migration scripts, as a package resource (works from a wheel or a checkout).
+SCRIPT_LOCATION = "agentsession.db:migrations"
+#: Seconds a process waits for another one's migration before giving up.
+LOCK_TIMEOUT = 120
+
+# PostgreSQL advisory-lock key: b"agentssn" as a signed 64-bit integer.
+_PG_LOCK_KEY = int.from_bytes(b"agentssn", "big", signed=True)
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+_MYSQL_LOCK_NAME = "agentsession_migrate"
+_FILE_LOCK_POLL = 0.05
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """A programmatic Alembic ``Config`` (no ini file) for the package's migrations.
+
+    ``connection`` is handed to ``env.py``, which runs the migrations on it.
+    """
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision of the shipped migrations."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships revisions
+        raise RuntimeError("agentsession ships no migrations")
+    return head
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at; ``None`` if never migrated."""
+    async with _store_errors(engine), engine.connect() as conn:
+        return await conn.run_sync(_current_revision)
+
+
+async def migrate(engine: AsyncEngine) -> bool:
+    """Upgrade the database to head; ``True`` if this call applied anything.
+
+    Safe to call from many processes at once: the migration runs exactly once and
+    every caller returns when the schema is at head. ``StoreUnavailable`` if the
+    database cannot be reached (or another process's migration holds the lock for
+    longer than ``LOCK_TIMEOUT``).
+    """
+    # Reading the scripts is file I/O: keep it off the event loop.
+    head = await asyncio.to_thread(head_revision)
+    async with _store_errors(engine), engine.connect() as conn:
+        if await _at_head(conn, head):
+            return False
+        dialect = dialect_of(engine.url)
+        if dialect == "postgresql":
+            return await _migrate_postgresql(conn)
+        if dialect == "mysql":
+            return await _migrate_mysql(conn)
+        return await _migrate_sqlite(conn, engine.url.database)
+
+
+async def _at_head(conn: AsyncConnection, head: str) -> bool:
+    """The fast path: does the version table already hold exactly ``head``?"""
+    try:
+        result = await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+        versions = set(result.scalars())
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        # Most likely no version table yet; the locked path finds out properly.
+        versions = set()
+    await conn.rollback()
+    return versions == {head}
+
+
+async def _migrate_postgresql(conn: AsyncConnection) -> bool:
+    # A transaction (the engine's connections autocommit), READ COMMITTED whatever
+    # the server default: the check after the lock must see what the process that
+    # held it committed.
+    await conn.execution_options(isolation_level="READ COMMITTED")
+    try:
+        await conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}s'"))
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(CAST(:key AS BIGINT))"), {"key": _PG_LOCK_KEY}
+        )
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
+            raise TimeoutError(f"waited {LOCK_TIMEOUT}s for another migration") from exc
+        raise
+    # PostgreSQL DDL is transactional: the whole upgrade commits (and the lock is
+    # released) at once. lock_timeout also bounds the revision's own lock waits, so
+    # an ALTER stuck behind a long transaction fails instead of stalling the table.
+    applied = await _run_upgrade(conn)
+    await conn.commit()
+    return applied
+
+
+async def _migrate_mysql(conn: AsyncConnection) -> bool:
+    # Out of autocommit, so a revision's data changes commit together with its
+    # version row (MySQL DDL commits implicitly regardless).
+    await conn.execution_options(isolation_level="READ COMMITTED")
+    got = await conn.scalar(
+        text("SELECT GET_LOCK(:name, :timeout)"),
+        {"name": _MYSQL_LOCK_NAME, "timeout": LOCK_TIMEOUT},
+    )
+    if got != 1:
+        raise TimeoutError(f"waited {LOCK_TIMEOUT}s for another migration")
+    try:
+        # MySQL DDL commits implicitly: the lock, not a transaction, keeps others out.
+        applied = await _run_upgrade(conn)
+        await conn.commit()
+    finally:
+        # The lock belongs to the server session, which goes back to the pool: free it.
+        try:
+            await conn.rollback()
+            await conn.scalar(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
+            await conn.rollback()
+        except DBAPIError:
+            # Discarding the session releases the lock too.
+            await conn.invalidate()
+    return applied
+
+
+async def _migrate_sqlite(conn: AsyncConnection, database: str | None) -> bool:
+    if database in (None, "", ":memory:"):
+        return await _upgrade_sqlite(conn)
+    fd = await _lock_file(f"{database}.migrate.lock")
+    try:
+        return await _upgrade_sqlite(conn)
+    finally:
+        _unlock_file(fd)
+
+
+async def _upgrade_sqlite(conn: AsyncConnection) -> bool:
+    # Neither autocommit nor pysqlite's implicit transactions cover DDL; an explicit
+    # one makes the upgrade all-or-nothing, so a crash halfway never leaves tables
+    # without a version row. IMMEDIATE: take the write lock now, not halfway.
+    # (A future revision that must rebuild a table with foreign keys off has to run
+    # outside this transaction: PRAGMA foreign_keys is a no-op inside one.)
+    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+    applied = await _run_upgrade(conn)
+    await conn.commit()
+    return applied
+
+
+class _UpgradeFailed(Exception):
+    """Carries an error of the migration itself past ``_store_errors`` unchanged."""
+
+    def __init__(self, error: DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _run_upgrade(conn: AsyncConnection) -> bool:
+    # A statement of a revision failing (say, a table that is already there) is a
+    # bug or a hand-made table, not an unreachable database: the caller sees it as
+    # it is. Losing the connection halfway is still StoreUnavailable.
+    try:
+        return await conn.run_sync(_upgrade)
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        raise _UpgradeFailed(exc) from exc
+
+
+def _current_revision(connection: Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def _upgrade(connection: Connection) -> bool:
+    """Under the lock: check again, then upgrade on ``connection`` (caller commits)."""
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    if set(context.get_current_heads()) == {head_revision()}:
+        return False
+    command.upgrade(alembic_config(connection), "head")
+    return True
+
+
+async def _lock_file(path: str) -> int:
+    """Take an exclusive lock on ``path`` without blocking the event loop."""
+    cancelled = threading.Event()
+    future = asyncio.ensure_future(asyncio.to_thread(_lock_file_blocking, path, cancelled))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        # The thread stops polling; if it got the lock meanwhile, let it go.
+        cancelled.set()
+        future.add_done_callback(_release_late_lock)
+        raise
+
+
+def _release_late_lock(future: asyncio.Future[int]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        _unlock_file(future.result())
+
+
+def _lock_file_blocking(path: str, cancelled: threading.Event) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    try:
+        while not _try_lock(fd):
+            if cancelled.is_set():
+                raise TimeoutError("cancelled")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited {LOCK_TIMEOUT}s for another migration ({path})")
+            time.sleep(_FILE_LOCK_POLL)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+if sys.platform == "win32":  # pragma: no cover
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock_file(fd: int) -> None:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        finally:
+            os.close(fd)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock_file(fd: int) -> None:
+        # Closing the descriptor releases the lock.
+        os.close(fd)
+
+
+@asynccontextmanager
+async def _store_errors(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Turn "cannot reach the database" into ``StoreUnavailable`` (password masked)."""
+    try:
+        yield
+    except _UpgradeFailed as failed:
+        raise failed.error from None
+    except (OperationalError, InterfaceError) as exc:
+        raise _unavailable(engine, exc.orig) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise _unavailable(engine, exc.orig) from exc
+        raise
+    except OSError as exc:  # refused, unreachable, timed out, lock file unusable
+        raise _unavailable(engine, exc) from exc
+
+
+def _unavailable(engine: AsyncEngine, cause: BaseException | None) -> StoreUnavailable:
+    detail = f"{type(cause).__name__}: {cause}" if cause is not None else "unknown error"
+    return StoreUnavailable(f"the session database {mask_url(engine.url)} is unavailable: {detail}")

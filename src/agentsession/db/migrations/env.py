@@ -1,0 +1,38 @@
+"""Alembic environment of agentsession's own tables.
+
+Run only through ``agentsession.db.migrate`` (or ``agentsession migrate``), which
+holds the cross-process lock and passes a sync ``Connection`` (from
+``AsyncConnection.run_sync``) in ``config.attributes["connection"]``. The caller owns
+that connection's transaction and commits it; nothing here touches logging
+configuration, so the host app's logging stays as it is.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from agentsession.db.migrate import VERSION_TABLE
+from agentsession.db.schema import metadata
+
+
+def _run() -> None:
+    if context.is_offline_mode():
+        raise RuntimeError("agentsession migrations run online only (no --sql mode)")
+    connection = context.config.attributes.get("connection")
+    if not isinstance(connection, Connection):
+        raise RuntimeError(
+            "agentsession migrations need a Connection in config.attributes['connection']; "
+            "run them with agentsession.db.migrate.migrate(engine) or `agentsession migrate`"
+        )
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+_run()

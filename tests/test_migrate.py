@@ -1,0 +1,404 @@
+"""The shipped Alembic migrations on real databases (DESIGN §4).
+
+Every test gets a brand-new empty database of each SQL backend: migrating creates
+exactly the tables of ``schema.metadata``, runs once however many processes start
+at the same moment, leaves the app's own Alembic version table alone, and a server
+that is not there is ``StoreUnavailable`` within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agentsession.db import migrate as migrate_module
+from agentsession.db.engine import create_engine, dialect_of
+from agentsession.db.migrate import (
+    VERSION_TABLE,
+    alembic_config,
+    current_revision,
+    head_revision,
+    migrate,
+)
+from agentsession.db.schema import metadata
+from agentsession.errors import StoreUnavailable
+from tests.databases import SQL_BACKENDS, fresh_database
+
+pytestmark = pytest.mark.anyio
+
+TABLES = {"sessions", "chat_tasks", "feedback", "agentsession_leases"}
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@asynccontextmanager
+async def fresh_engine(backend: str, tmp_path: Path) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    async with fresh_database(backend, tmp_path) as url:
+        engine = create_engine(url, pool_size=2)
+        try:
+            yield url, engine
+        finally:
+            await engine.dispose()
+
+
+async def table_names(engine: AsyncEngine) -> list[str]:
+    """Every table of the database, as the catalogue lists it (duplicates kept)."""
+    dialect = dialect_of(engine.url)
+    if dialect == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    elif dialect == "postgresql":
+        query = (
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema = 'public'"
+        )
+    else:
+        query = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+    async with engine.connect() as conn:
+        return sorted((await conn.execute(text(query))).scalars())
+
+
+async def versions(engine: AsyncEngine, table: str = VERSION_TABLE) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(text(f"SELECT version_num FROM {table}"))).scalars())
+
+
+async def test_migrate_creates_the_tables_once(backend: str, tmp_path: Path) -> None:
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        assert await current_revision(engine) is None
+
+        assert await migrate(engine) is True
+
+        assert set(await table_names(engine)) == {*TABLES, VERSION_TABLE}
+        assert await versions(engine) == [head_revision()]
+        assert await current_revision(engine) == head_revision()
+        # At head: a no-op.
+        assert await migrate(engine) is False
+        assert await versions(engine) == [head_revision()]
+
+
+def _schema_differences(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(
+        connection, opts={"version_table": VERSION_TABLE, "compare_type": True}
+    )
+    return list(compare_metadata(context, metadata))
+
+
+async def test_migrated_tables_match_schema_metadata(backend: str, tmp_path: Path) -> None:
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        await migrate(engine)
+        async with engine.connect() as conn:
+            differences = await conn.run_sync(_schema_differences)
+        assert differences == []
+
+
+def _details(connection: Connection) -> dict[str, Any]:
+    inspector = inspect(connection)
+    return {
+        "foreign_keys": sorted(
+            (table, fk["name"], fk["referred_table"], fk["options"].get("ondelete"))
+            for table in ("chat_tasks", "feedback")
+            for fk in inspector.get_foreign_keys(table)
+        ),
+        "table_options": {table: inspector.get_table_options(table) for table in sorted(TABLES)},
+    }
+
+
+async def test_cascades_and_mysql_table_options(backend: str, tmp_path: Path) -> None:
+    """What ``compare_metadata`` does not look at: ON DELETE and MySQL table options."""
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        await migrate(engine)
+        async with engine.connect() as conn:
+            details = await conn.run_sync(_details)
+    cascades = [
+        (table, referred, ondelete) for table, _, referred, ondelete in details["foreign_keys"]
+    ]
+    assert sorted(cascades) == [
+        ("chat_tasks", "sessions", "CASCADE"),
+        ("feedback", "chat_tasks", "CASCADE"),
+        ("feedback", "sessions", "CASCADE"),
+    ]
+    if backend == "mysql":
+        for table, options in details["table_options"].items():
+            assert options["mysql_engine"] == "InnoDB", table
+            assert options["mysql_default charset"] == "utf8mb4", table
+            # NO PAD: 'abc' and 'abc ' are two ids (utf8mb4_bin would pad).
+            assert options["mysql_collate"] in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin"), table
+
+
+async def test_ids_compare_exactly(backend: str, tmp_path: Path) -> None:
+    """Case and trailing spaces make different ids on every backend."""
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        await migrate(engine)
+        async with engine.begin() as conn:
+            for id_ in ("abc", "ABC", "abc "):
+                await conn.execute(
+                    text(
+                        "INSERT INTO agentsession_leases (name, owner, expires_at) "
+                        "VALUES (:name, 'o', 0)"
+                    ),
+                    {"name": id_},
+                )
+        async with engine.connect() as conn:
+            found = (
+                await conn.execute(
+                    text("SELECT name FROM agentsession_leases WHERE name = :name"),
+                    {"name": "abc"},
+                )
+            ).scalars()
+            assert list(found) == ["abc"]
+
+
+async def test_listing_index_is_newest_first(backend: str, tmp_path: Path) -> None:
+    """``compare_metadata`` sees index sort order only on PostgreSQL: ask the catalogue."""
+    name = "ix_sessions_user_id_updated_time_id"
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        await migrate(engine)
+        async with engine.connect() as conn:
+            if backend == "sqlite":
+                query = f"SELECT sql FROM sqlite_master WHERE name = '{name}'"
+            elif backend == "postgresql":
+                query = f"SELECT indexdef FROM pg_indexes WHERE indexname = '{name}'"
+            else:
+                query = (
+                    "SELECT GROUP_CONCAT(column_name, ' ', collation ORDER BY seq_in_index) "
+                    "FROM information_schema.statistics "
+                    f"WHERE table_schema = DATABASE() AND index_name = '{name}'"
+                )
+            definition = str((await conn.execute(text(query))).scalar_one())
+    if backend == "mysql":
+        assert definition == "user_id A,updated_time D,id A"
+    else:
+        assert "(user_id, updated_time DESC, id)" in definition
+
+
+async def test_downgrade_drops_everything(backend: str, tmp_path: Path) -> None:
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        await migrate(engine)
+
+        def downgrade(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "base")
+
+        async with engine.connect() as conn:
+            await conn.run_sync(downgrade)
+            await conn.commit()
+        assert await table_names(engine) == [VERSION_TABLE]
+        assert await versions(engine) == []
+        # And back up again.
+        assert await migrate(engine) is True
+        assert set(await table_names(engine)) == {*TABLES, VERSION_TABLE}
+
+
+# One process: wait for the common start time (so all four race), migrate, and print
+# whether this one applied the migration.
+_MIGRATE_SCRIPT = """
+import asyncio, sys, time
+from agentsession.db.engine import create_engine
+from agentsession.db.migrate import migrate
+
+async def main():
+    engine = create_engine(sys.argv[1])
+    await asyncio.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    try:
+        print(await migrate(engine))
+    finally:
+        await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+async def test_four_processes_at_once_migrate_once(backend: str, tmp_path: Path) -> None:
+    async with fresh_engine(backend, tmp_path) as (url, engine):
+        start = f"{time.time() + 3:.3f}"
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _MIGRATE_SCRIPT,
+                url,
+                start,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
+        outputs = await asyncio.wait_for(
+            asyncio.gather(*(process.communicate() for process in processes)), timeout=90
+        )
+
+        for process, (_, stderr) in zip(processes, outputs, strict=True):
+            assert process.returncode == 0, stderr.decode()
+        applied = [stdout.decode().strip() for stdout, _ in outputs]
+        assert sorted(applied) == ["False", "False", "False", "True"]
+        assert await versions(engine) == [head_revision()]
+        assert sorted(await table_names(engine)) == sorted({*TABLES, VERSION_TABLE})
+
+
+async def test_the_apps_own_alembic_version_is_left_alone(backend: str, tmp_path: Path) -> None:
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+            )
+            await conn.execute(text("INSERT INTO alembic_version VALUES ('app_rev_42')"))
+
+        assert await migrate(engine) is True
+
+        assert await versions(engine, "alembic_version") == ["app_rev_42"]
+        assert await versions(engine) == [head_revision()]
+        assert set(await table_names(engine)) == {*TABLES, VERSION_TABLE, "alembic_version"}
+
+
+async def test_a_failing_migration_is_not_store_unavailable(backend: str, tmp_path: Path) -> None:
+    """A revision statement that fails is reported as it is, and (except on MySQL,
+    whose DDL commits as it goes) leaves nothing behind."""
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        async with engine.begin() as conn:
+            # In the way of the revision's last CREATE TABLE.
+            await conn.execute(text("CREATE TABLE agentsession_leases (x INTEGER)"))
+
+        with pytest.raises(DBAPIError) as raised:
+            await migrate(engine)
+
+        assert "agentsession_leases" in str(raised.value)
+        assert await current_revision(engine) is None
+        if backend != "mysql":
+            assert await table_names(engine) == ["agentsession_leases"]
+
+
+@asynccontextmanager
+async def holding_the_migration_lock(backend: str, engine: AsyncEngine) -> AsyncIterator[None]:
+    """Hold the lock ``migrate`` takes, as another process migrating would."""
+    if backend == "sqlite":
+        fd = os.open(f"{engine.url.database}.migrate.lock", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+        return
+    if backend == "postgresql":
+        take = text("SELECT pg_advisory_lock(CAST(:key AS BIGINT))")
+        free = text("SELECT pg_advisory_unlock(CAST(:key AS BIGINT))")
+        params: dict[str, Any] = {"key": migrate_module._PG_LOCK_KEY}
+    else:
+        take = text("SELECT GET_LOCK(:name, 0)")
+        free = text("SELECT RELEASE_LOCK(:name)")
+        params = {"name": migrate_module._MYSQL_LOCK_NAME}
+    async with engine.connect() as conn:
+        got = await conn.scalar(take, params)
+        assert backend == "postgresql" or got == 1  # pg_advisory_lock returns void
+        try:
+            yield
+        finally:
+            await conn.execute(free, params)
+
+
+async def test_migrate_waits_for_the_lock_without_blocking_the_loop(
+    backend: str, tmp_path: Path
+) -> None:
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        async with holding_the_migration_lock(backend, engine):
+            task = asyncio.create_task(migrate(engine))
+            # The loop keeps running while migrate waits (a blocking wait would hang
+            # here for good: the lock is only let go below).
+            started = time.monotonic()
+            for _ in range(20):
+                await asyncio.sleep(0.025)
+            assert time.monotonic() - started < 2
+            assert not task.done()
+            assert await current_revision(engine) is None
+        assert await asyncio.wait_for(task, timeout=30) is True
+        assert await versions(engine) == [head_revision()]
+
+
+async def test_lock_wait_times_out_as_store_unavailable(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrate_module, "LOCK_TIMEOUT", 1)
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        async with holding_the_migration_lock(backend, engine):
+            with pytest.raises(StoreUnavailable, match="another migration"):
+                await asyncio.wait_for(migrate(engine), timeout=30)
+        # Nothing is left half-done or locked: the next attempt succeeds.
+        assert await migrate(engine) is True
+
+
+async def test_cancelled_sqlite_lock_wait_lets_the_lock_go(tmp_path: Path) -> None:
+    async with fresh_engine("sqlite", tmp_path) as (_, engine):
+        lock_path = f"{engine.url.database}.migrate.lock"
+        async with holding_the_migration_lock("sqlite", engine):
+            task = asyncio.create_task(migrate(engine))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        # The waiting thread gives up (or lets go at once if it got the lock).
+        fd = os.open(lock_path, os.O_RDWR)
+        try:
+            for _ in range(100):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.02)
+            else:
+                pytest.fail("the cancelled migrate still holds the lock file")
+        finally:
+            os.close(fd)
+        assert await migrate(engine) is True
+
+
+async def test_in_memory_sqlite() -> None:
+    engine = create_engine("sqlite:///:memory:")
+    try:
+        assert await migrate(engine) is True
+        assert await migrate(engine) is False
+        assert await current_revision(engine) == head_revision()
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:secretpw@127.0.0.1:1/x",
+        "mysql://root:secretpw@127.0.0.1:1/x",
+        "sqlite:////nonexistent-agentsession-dir/secretpw/x.db",
+    ],
+)
+async def test_unreachable_database_is_store_unavailable(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as raised:
+            await migrate(engine)
+        assert time.monotonic() - started < 10
+        with pytest.raises(StoreUnavailable):
+            await current_revision(engine)
+    finally:
+        await engine.dispose()
+    message = str(raised.value)
+    assert "127.0.0.1:1/x" in message or "x.db" in message
+    if "sqlite" not in url:
+        assert "secretpw" not in message
+        assert "***" in message
