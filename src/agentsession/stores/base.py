@@ -11,7 +11,9 @@ Rules every method follows:
 
 * Ownership: a row is visible only to the ``user_id`` it was written with. A
   conversation of another user, or one whose ``expires_at`` is at or before ``now``,
-  is treated exactly like a missing one, and is never changed.
+  is treated exactly like a missing one, and is never changed. (``list_feedback``
+  takes no ``now``: feedback of an expired conversation stays listed until the
+  retention job deletes the conversation.)
 * Keyset pages: ``after`` is the sort key of the last item of the previous page (or
   None for the first page); a method returns at most ``limit`` items that sort
   strictly after it. Conversations sort newest first, by ``(updated_time desc, id)``;
