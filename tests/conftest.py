@@ -1,8 +1,41 @@
-"""Shared fixtures: a clean environment for every test."""
+"""Shared fixtures: a clean environment for every test, and services on every backend.
+
+Service fixtures (used by the service, HTTP API and retention tests):
+
+* ``backend``: parametrises a test over ``BACKENDS`` (test ids ``memory``, ``sqlite``,
+  ``postgresql``, ``mysql``). PostgreSQL and MariaDB come from
+  ``AGENTSESSION_TEST_POSTGRES_URL`` / ``AGENTSESSION_TEST_MYSQL_URL``; without them
+  those cases skip locally and fail in CI (see ``tests/databases.py``).
+* ``make_service``: an async factory, ``await make_service(ttl=None)``, returning a
+  started ``SessionService`` on ``backend``. Every service it made is closed when the
+  test ends. On SQL backends all services of the whole test session share ONE
+  database per backend (created on first use, dropped at the end), so tests must
+  isolate themselves with fresh random user ids (``user`` / ``new_user()``) instead of
+  expecting empty tables. On ``memory`` each call makes a new, empty ``MemoryStore``:
+  two services share rows only on SQL backends.
+* ``service``: ``await make_service()``, for tests that need just one.
+* ``user`` / ``new_user()``: a random user id no other test uses.
+* ``sql_backend`` and ``fresh_url``: for tests that need an empty database of their
+  own (restarts, migrations, counting rows): ``fresh_url`` is the plain URL of a
+  brand-new database of ``sql_backend`` (``sqlite``, ``postgresql``, ``mysql``),
+  dropped after the test.
+
+``anyio_backend`` is session-scoped (asyncio) so that the session-wide databases and
+the tests run on one event loop.
+"""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
 import pytest
+
+from agentsession.config import ServiceConfig
+from agentsession.service import SessionService
+from tests.databases import BACKENDS, SQL_BACKENDS, fresh_database
 
 ENV_VARS = (
     "SESSION_SECRET_KEY",
@@ -10,6 +43,9 @@ ENV_VARS = (
     "SESSION_DATABASE_URL",
     "WEB_UI_GATEWAY_DATABASE_URL",
 )
+
+#: ``await make_service(ttl=None)``: a started service on the test's backend.
+MakeService = Callable[..., Awaitable[SessionService]]
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +58,104 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# Users
+
+
+def new_user() -> str:
+    """A random user id, so that a test sees only its own rows in a shared database."""
+    return f"user-{secrets.token_hex(8)}"
+
+
+@pytest.fixture
+def user() -> str:
+    """A fresh random user id (see ``new_user``)."""
+    return new_user()
+
+
+# Backends and databases
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each store backend in turn: ``memory``, ``sqlite``, ``postgresql``, ``mysql``."""
+    return str(request.param)
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def sql_backend(request: pytest.FixtureRequest) -> str:
+    """Each SQL backend in turn: ``sqlite``, ``postgresql``, ``mysql``."""
+    return str(request.param)
+
+
+class SharedDatabases:
+    """One database per SQL backend for the whole test session, made on first use."""
+
+    def __init__(self, directory: Path, stack: AsyncExitStack) -> None:
+        self._directory = directory
+        self._stack = stack
+        self._urls: dict[str, str] = {}
+
+    async def url(self, backend: str) -> str:
+        """The shared database of ``backend`` (skips or fails as ``fresh_database`` does)."""
+        if backend not in self._urls:
+            self._urls[backend] = await self._stack.enter_async_context(
+                fresh_database(backend, self._directory)
+            )
+        return self._urls[backend]
+
+
+@pytest.fixture(scope="session")
+async def shared_databases(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[SharedDatabases]:
+    """The session-wide databases; all are dropped when the test session ends."""
+    async with AsyncExitStack() as stack:
+        yield SharedDatabases(tmp_path_factory.mktemp("shared-databases"), stack)
+
+
+def sql_service(url: str, *, ttl: int | None = None) -> SessionService:
+    """A (not yet started) SQL-backed service on ``url``, as a user's config makes it."""
+    return SessionService.from_config(ServiceConfig(type="sql", database_url=url, ttl=ttl))
+
+
+@pytest.fixture
+async def make_service(
+    backend: str, shared_databases: SharedDatabases
+) -> AsyncIterator[MakeService]:
+    """``await make_service(ttl=None)``: a started service on ``backend``, closed at teardown."""
+    services: list[SessionService] = []
+
+    async def make(ttl: int | None = None) -> SessionService:
+        if backend == "memory":
+            from agentsession.stores.memory import MemoryStore
+
+            service = SessionService(MemoryStore(), ttl=ttl)
+        else:
+            service = sql_service(await shared_databases.url(backend), ttl=ttl)
+        services.append(service)
+        await service.start()
+        return service
+
+    try:
+        yield make
+    finally:
+        for service in reversed(services):
+            await service.close()
+
+
+@pytest.fixture
+async def service(make_service: MakeService) -> SessionService:
+    """A started service (no TTL) on ``backend``."""
+    return await make_service()
+
+
+@pytest.fixture
+async def fresh_url(sql_backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a brand-new, empty database of ``sql_backend``, dropped afterwards."""
+    async with fresh_database(sql_backend, tmp_path) as url:
+        yield url

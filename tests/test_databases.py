@@ -6,23 +6,15 @@ locally; in CI (CI=true) a missing or unreachable server is a failure.
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
 
 import aiomysql
 import asyncpg
 import pytest
 
+from tests.databases import server_url
+
 pytestmark = pytest.mark.anyio
-
-
-def server_url(variable: str) -> str:
-    url = os.environ.get(variable)
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail(f"{variable} is not set; CI must test against a real server")
-        pytest.skip(f"{variable} is not set")
-    return url
 
 
 async def test_postgres_answers() -> None:

@@ -123,7 +123,9 @@ def create_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
     """
     target = normalize_url(url)
     dialect = dialect_of(target)
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
+    # Autocommit, and no ROLLBACK sent when a connection goes back to the pool (there is
+    # no transaction to roll back): one round trip per statement on MySQL too.
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "skip_autocommit_rollback": True}
     if dialect == "sqlite":
         memory = target.database in (None, "", ":memory:")
         if memory:
@@ -148,7 +150,12 @@ def create_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
     if dialect == "postgresql":
         options["connect_args"] = {
             "timeout": CONNECT_TIMEOUT,
-            "server_settings": {"application_name": "agentsession"},
+            # asyncpg prepares statements; after five runs PostgreSQL would switch to a
+            # generic plan that reads and sorts a whole long conversation before LIMIT.
+            "server_settings": {
+                "application_name": "agentsession",
+                "plan_cache_mode": "force_custom_plan",
+            },
         }
     else:
         options["connect_args"] = {"connect_timeout": int(CONNECT_TIMEOUT), "charset": "utf8mb4"}

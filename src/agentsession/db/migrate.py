@@ -183,8 +183,13 @@ async def _upgrade_sqlite(conn: AsyncConnection) -> bool:
     # (A future revision that must rebuild a table with foreign keys off has to run
     # outside this transaction: PRAGMA foreign_keys is a no-op inside one.)
     await conn.exec_driver_sql("BEGIN IMMEDIATE")
-    applied = await _run_upgrade(conn)
-    await conn.commit()
+    try:
+        applied = await _run_upgrade(conn)
+    except BaseException:
+        # The pool sends no ROLLBACK for an autocommit connection: end ours here.
+        await conn.exec_driver_sql("ROLLBACK")
+        raise
+    await conn.exec_driver_sql("COMMIT")
     return applied
 
 
