@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Iterable, Mapping
 from types import TracebackType
@@ -52,8 +53,6 @@ def now_ms() -> int:
 
 def new_record_id() -> str:
     """A random id for conversations and feedback (256 bits, URL-safe)."""
-    import secrets
-
     return secrets.token_urlsafe(32)
 
 

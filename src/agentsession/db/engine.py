@@ -179,11 +179,20 @@ def _sqlite_pragmas(memory: bool) -> Any:
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            if not memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            if not memory:
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA journal_mode")
+                if str(cursor.fetchone()[0]).lower() != "wal":
+                    try:
+                        cursor.execute("PRAGMA journal_mode=WAL")
+                    except Exception as error:
+                        # Switching needs the database to itself and SQLite does not wait
+                        # for that: another process is using it, and the migration
+                        # (``db.migrate.enable_wal``) switches it under its lock.
+                        if "locked" not in str(error):
+                            raise
         finally:
             cursor.close()
 

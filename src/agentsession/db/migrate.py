@@ -171,9 +171,30 @@ async def _migrate_sqlite(conn: AsyncConnection, database: str | None) -> bool:
         return await _upgrade_sqlite(conn)
     fd = await _lock_file(f"{database}.migrate.lock")
     try:
+        await enable_wal(conn)
         return await _upgrade_sqlite(conn)
     finally:
         _unlock_file(fd)
+
+
+async def enable_wal(conn: AsyncConnection) -> None:
+    """Put a SQLite database in WAL mode, waiting (asynchronously) for other readers.
+
+    The switch needs the file to itself and SQLite returns "database is locked" at
+    once rather than waiting, so it is retried here; the mode then sticks to the file.
+    """
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    while True:
+        try:
+            mode = await conn.scalar(text("PRAGMA journal_mode=WAL"))
+        except OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(_FILE_LOCK_POLL)
+            continue
+        if str(mode).lower() == "wal":
+            return
+        raise StoreUnavailable(f"SQLite refused WAL mode (journal_mode is {mode!r})")
 
 
 async def _upgrade_sqlite(conn: AsyncConnection) -> bool:
