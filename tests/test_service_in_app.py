@@ -81,6 +81,17 @@ async def test_the_middleware_owns_a_memory_service_by_default() -> None:
     assert isinstance(middleware.service.store, MemoryStore)
 
 
+async def test_without_config_the_environment_picks_the_database(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SESSION_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    middleware = SessionMiddleware(Starlette(), secret_key=SECRET)
+    store = middleware.service.store
+    assert isinstance(store, SqlStore)
+    assert store.url.database == str(tmp_path / "env.db")
+    await middleware.service.close()
+
+
 async def test_get_session_service_without_the_middleware_says_so() -> None:
     app = FastAPI()
 

@@ -141,7 +141,8 @@ class SessionMiddleware:
         self.service = (
             service
             if service is not None
-            else SessionService.from_config(config if config is not None else AgentSessionConfig())
+            # Without config=, the environment decides (SESSION_DATABASE_URL), as load_config().
+            else SessionService.from_config(config or AgentSessionConfig.from_mapping({}))
         )
         self.lifecycle.on_startup(self.service.start)
         self.lifecycle.on_shutdown(self.service.close)
