@@ -255,3 +255,12 @@ async def test_deleting_a_conversation_cascades_in_the_database(
         for table in ("sessions", "chat_tasks", "feedback"):
             count = await connection.scalar(text(f"SELECT COUNT(*) FROM {table}"))
             assert count == 0, table
+
+
+async def test_a_service_used_without_start_starts_itself(url: str) -> None:
+    service = SessionService.from_config(ServiceConfig(type="sql", database_url=url))
+    try:
+        conversation = await service.create_session("alice", name="lazy")  # migrates first
+        assert (await service.get_session("alice", conversation.id)).name == "lazy"
+    finally:
+        await service.close()

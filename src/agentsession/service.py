@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import json
 import random
 import secrets
@@ -75,6 +76,8 @@ class SessionService:
         self.store = store
         self.ttl_ms = None if ttl is None else ttl * 1000
         self.timeout = timeout
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
 
     @classmethod
     def from_config(cls, config: AgentSessionConfig | ServiceConfig) -> SessionService:
@@ -93,11 +96,21 @@ class SessionService:
         return cls(store, ttl=service.ttl)
 
     async def start(self) -> None:
-        """Make the store ready (run migrations); safe to call more than once."""
-        await self.store.start()  # migrations may queue behind another instance: no timeout
+        """Make the store ready (run migrations); safe to call more than once.
+
+        Called by the middleware's lifespan startup and by ``async with``; a service
+        used without either starts itself on its first call.
+        """
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            # Migrations may queue behind another instance's: no timeout here.
+            await self.store.start()
+            self._started = True
 
     async def close(self) -> None:
         """Release the store's connections (dispose the engine)."""
+        self._started = False
         await self.store.close()
 
     async def __aenter__(self) -> SessionService:
@@ -330,6 +343,13 @@ class SessionService:
 
     async def _call(self, operation: Awaitable[T]) -> T:
         """Await a store operation; past ``timeout`` it is cancelled: ``StoreUnavailable``."""
+        if not self._started:
+            try:
+                await self.start()
+            except BaseException:
+                if inspect.iscoroutine(operation):
+                    operation.close()  # never started: don't leave it un-awaited
+                raise
         limit = self.timeout
         try:
             async with asyncio.timeout(limit):
