@@ -52,10 +52,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib.metadata
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
@@ -68,6 +66,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Scope
+
+from common import command_line, positive_int, version_of, write_section
 
 KEY = "bench-secret-key-0123456789abcdef"
 SEED_SESSION: dict[str, object] = {"user": "alice", "theme": "dark", "n": 1}
@@ -368,13 +368,6 @@ async def measure(stacks: Sequence[Stack], requests: int, rounds: int) -> list[C
 # --------------------------------------------------------------------------- report
 
 
-def version_of(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def ratio(ours: float | None, other: float | None) -> str:
     if ours is None or other is None:
         return "n/a"
@@ -410,10 +403,6 @@ def report_spread(cells: Sequence[Cell]) -> None:
             f"median {statistics.median(cell.rates):>9,.0f}  worst {worst:>9,.0f} req/s",
             file=sys.stderr,
         )
-
-
-def command_line() -> str:
-    return shlex.join(["python", *sys.argv])
 
 
 def environment_line(skipped: dict[str, str]) -> str:
@@ -464,21 +453,6 @@ def render_section(
     )
 
 
-def write_markdown(path: Path, section: str) -> None:
-    """Create ``path`` or replace/append its middleware section, keeping the rest."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    start = text.find(SECTION_TITLE)
-    if start == -1:
-        prefix = text.rstrip("\n") + "\n\n" if text.strip() else ""
-        new_text = prefix + section
-    else:
-        end = text.find("\n## ", start + len(SECTION_TITLE))
-        tail = text[end + 1 :] if end != -1 else ""
-        new_text = text[:start] + section + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new_text, encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -486,13 +460,6 @@ class Args(argparse.Namespace):
     requests: int
     rounds: int
     markdown: Path | None
-
-
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
@@ -527,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render_section(cells, stacks, skipped, args)
     print(section)
     if args.markdown is not None:
-        write_markdown(args.markdown, section)
+        write_section(args.markdown, SECTION_TITLE, section)
         print(f"(written to {args.markdown})", file=sys.stderr)
     return 0
 

@@ -70,13 +70,11 @@ import argparse
 import asyncio
 import base64
 import gc
-import importlib.metadata
 import json
 import os
 import platform
 import random
 import secrets
-import shlex
 import sqlite3
 import statistics
 import sys
@@ -98,6 +96,7 @@ from agentsession.config import ServiceConfig
 from agentsession.db.schema import chat_tasks, sessions
 from agentsession.service import SessionService
 from agentsession.stores.sql import SqlStore
+from common import command_line, positive_int, version_of, write_section
 
 SECTION_TITLE = "## Store (bench/store.py)"
 BEGIN_MARKER = "<!-- bench/store.py: begin (generated, rewritten by --markdown) -->"
@@ -912,13 +911,6 @@ def plans_section(results: Sequence[BackendResult], size: int) -> list[str]:
     return lines
 
 
-def version_of(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def environment_line(results: Sequence[BackendResult]) -> str:
     servers = ", ".join(backend.version for backend in results if backend.version)
     drivers = ", ".join(
@@ -930,10 +922,6 @@ def environment_line(results: Sequence[BackendResult]) -> str:
         f"{servers}; servers on the same machine (127.0.0.1); "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs."
     )
-
-
-def command_line() -> str:
-    return shlex.join(["python", *sys.argv])
 
 
 def render_section(results: Sequence[BackendResult], skipped: dict[str, str], args: Args) -> str:
@@ -985,26 +973,6 @@ def render_section(results: Sequence[BackendResult], skipped: dict[str, str], ar
     return "\n".join([SECTION_TITLE, BEGIN_MARKER, "", *body, END_MARKER, ""])
 
 
-def write_markdown(path: Path, section: str) -> None:
-    """Create ``path`` or replace/append the store section, keeping the rest verbatim.
-
-    The section is replaced from its title line to its end marker; the title comes first
-    so that other sections' writers, which end a section at the next ``## `` heading,
-    leave this one whole.
-    """
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    start = text.find(SECTION_TITLE + "\n" + BEGIN_MARKER)
-    end = text.find(END_MARKER, start) if start != -1 else -1
-    if start == -1 or end == -1:
-        prefix = text.rstrip("\n") + "\n\n" if text.strip() else ""
-        new_text = prefix + section
-    else:
-        tail = text[end + len(END_MARKER) :].lstrip("\n")
-        new_text = text[:start] + section + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new_text, encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -1016,13 +984,6 @@ class Args(argparse.Namespace):
     postgres_url: str | None
     mysql_url: str | None
     markdown: Path | None
-
-
-def positive_int(value: str) -> int:
-    number = int(value.replace("_", ""))
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
 
 
 def backend_list(value: str) -> list[str]:
@@ -1116,7 +1077,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render_section(results, skipped, args)
     print(section)
     if args.markdown is not None:
-        write_markdown(args.markdown, section)
+        write_section(args.markdown, SECTION_TITLE, section)
         print(f"(written to {args.markdown})", file=sys.stderr)
     return 0
 

@@ -33,9 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from agentsession.config import ServiceConfig
 from agentsession.service import SessionService
-from tests.databases import BACKENDS, SQL_BACKENDS, fresh_database
+from tests.databases import BACKENDS, SQL_BACKENDS, fresh_database, sql_service
 
 ENV_VARS = (
     "SESSION_SECRET_KEY",
@@ -116,11 +115,6 @@ async def shared_databases(
     """The session-wide databases; all are dropped when the test session ends."""
     async with AsyncExitStack() as stack:
         yield SharedDatabases(tmp_path_factory.mktemp("shared-databases"), stack)
-
-
-def sql_service(url: str, *, ttl: int | None = None) -> SessionService:
-    """A (not yet started) SQL-backed service on ``url``, as a user's config makes it."""
-    return SessionService.from_config(ServiceConfig(type="sql", database_url=url, ttl=ttl))
 
 
 @pytest.fixture

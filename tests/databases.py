@@ -20,6 +20,9 @@ import aiomysql
 import asyncpg
 import pytest
 
+from agentsession.config import ServiceConfig
+from agentsession.service import SessionService
+
 #: Backends of the parametrised store fixtures, in test-id order.
 SQL_BACKENDS = ("sqlite", "postgresql", "mysql")
 BACKENDS = ("memory", *SQL_BACKENDS)
@@ -38,6 +41,11 @@ def server_url(variable: str) -> str:
             pytest.fail(f"{variable} is not set; CI must test against a real server")
         pytest.skip(f"{variable} is not set")
     return url
+
+
+def sql_service(url: str, *, ttl: int | None = None) -> SessionService:
+    """A (not yet started) SQL-backed service on ``url``, as a user's config makes it."""
+    return SessionService.from_config(ServiceConfig(type="sql", database_url=url, ttl=ttl))
 
 
 def _with_database(url: str, name: str) -> str:

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from agentsession.service import SessionService
-from tests.conftest import new_user, sql_service
+from tests.conftest import new_user
+from tests.databases import sql_service
 from tests.test_service import (
     RICH_JSON,
     RICH_METADATA,

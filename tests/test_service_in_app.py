@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,7 @@ from agentsession import (
 from agentsession.config import AgentSessionConfig
 from agentsession.stores.memory import MemoryStore
 from agentsession.stores.sql import SqlStore
-from tests.databases import SQL_BACKENDS, fresh_database
+from tests.apps import middleware_of
 
 pytestmark = pytest.mark.anyio
 SECRET = "k" * 48
@@ -69,12 +68,6 @@ def config_for(url: str | None) -> AgentSessionConfig:
     return AgentSessionConfig.from_mapping(data, env={})
 
 
-@pytest.fixture(params=SQL_BACKENDS)
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with fresh_database(request.param, tmp_path) as database_url:
-        yield database_url
-
-
 async def test_the_middleware_owns_a_memory_service_by_default() -> None:
     app = Starlette(routes=[Route("/", lambda request: None)])
     middleware = SessionMiddleware(app, secret_key=SECRET)
@@ -106,7 +99,7 @@ async def test_get_session_service_without_the_middleware_says_so() -> None:
 
 
 async def test_lifespan_migrates_and_moving_from_memory_to_sql_keeps_web_sessions(
-    url: str,
+    fresh_url: str,
 ) -> None:
     # 1. Memory mode: the browser gets its client id and a current conversation.
     browser = Browser()
@@ -118,9 +111,9 @@ async def test_lifespan_migrates_and_moving_from_memory_to_sql_keeps_web_session
 
     # 2. Restart in sql mode: the lifespan runs the migrations; the same cookie still
     #    names the same client (its memory-only conversation is gone with the process).
-    sql_app = chat_app(config_for(url))
+    sql_app = chat_app(config_for(fresh_url))
     async with lifespan(sql_app):
-        store = middleware_service(sql_app).store
+        store = middleware_of(sql_app).service.store
         assert isinstance(store, SqlStore)
         async with store.engine.connect() as connection:
             version = await connection.scalar(
@@ -134,7 +127,7 @@ async def test_lifespan_migrates_and_moving_from_memory_to_sql_keeps_web_session
         assert after["bubbles"] == [["hello"]]
 
     # 3. Another instance (a restart) on the same database sees that conversation.
-    restarted = chat_app(config_for(url))
+    restarted = chat_app(config_for(fresh_url))
     async with lifespan(restarted):
         assert (await browser.request(restarted, "GET", "/current")).json() == after
 
@@ -155,19 +148,11 @@ class Browser:
         return response
 
 
-def middleware_service(app: FastAPI) -> SessionService:
-    stack = app.middleware_stack  # built by the first ASGI call (the lifespan)
-    while not isinstance(stack, SessionMiddleware):
-        stack = stack.app  # type: ignore[attr-defined]
-    return stack.service
-
-
 class lifespan:
     """Run an app's ASGI lifespan around a block, as a server would."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.events: list[dict[str, str]] = []
 
     async def __aenter__(self) -> None:
         import asyncio

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,25 +30,36 @@ from agentsession import (
     StoreUnavailable,
     get_session_service,
 )
-from agentsession.config import ServiceConfig
 from agentsession.stores.sql import SqlStore
-from tests.databases import SQL_BACKENDS, fresh_database
+from tests.databases import fresh_database, sql_service
 from tests.proxy import Proxy
 
 pytestmark = pytest.mark.anyio
 SECRET = "s" * 48
 
 
-@pytest.fixture(params=SQL_BACKENDS)
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with fresh_database(request.param, tmp_path) as database_url:
-        yield database_url
-
-
 @pytest.fixture
-async def service(url: str) -> AsyncIterator[SessionService]:
-    async with SessionService.from_config(ServiceConfig(type="sql", database_url=url)) as svc:
+async def service(fresh_url: str) -> AsyncIterator[SessionService]:
+    """A started service on an empty database of its own (rows are counted here)."""
+    async with sql_service(fresh_url) as svc:
         yield svc
+
+
+@asynccontextmanager
+async def behind_proxy(backend: str, tmp_path: Path) -> AsyncIterator[tuple[Proxy, SessionService]]:
+    """A started service on a fresh database of ``backend``, reached through a ``Proxy``."""
+    async with fresh_database(backend, tmp_path) as real_url:
+        parts = urlsplit(real_url)
+        proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 0)
+        await proxy.start()
+        proxied = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+        service = sql_service(proxied)
+        try:
+            await service.start()
+            yield proxy, service
+        finally:
+            await service.close()
+            await proxy.stop()
 
 
 def store_of(service: SessionService) -> SqlStore:
@@ -104,7 +115,7 @@ async def test_each_operation_costs_one_statement(service: SessionService) -> No
     assert saved.user_message == "ho"
 
 
-async def test_a_request_that_does_not_use_the_service_runs_no_statement(url: str) -> None:
+async def test_a_request_that_does_not_use_the_service_runs_no_statement(fresh_url: str) -> None:
     async def untouched(request: Request) -> PlainTextResponse:
         request.session["seen"] = True  # the cookie layer alone
         return PlainTextResponse("ok")
@@ -115,7 +126,7 @@ async def test_a_request_that_does_not_use_the_service_runs_no_statement(url: st
         return JSONResponse({"name": record.name})
 
     app = Starlette(routes=[Route("/", untouched), Route("/s/{sid}", read)])
-    service = SessionService.from_config(ServiceConfig(type="sql", database_url=url))
+    service = sql_service(fresh_url)
     middleware_app = SessionMiddleware(app, secret_key=SECRET, service=service)
     await middleware_app.lifecycle.startup()  # what the lifespan startup runs
     try:
@@ -137,59 +148,39 @@ async def test_a_request_that_does_not_use_the_service_runs_no_statement(url: st
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
 async def test_server_down_then_back(backend: str, tmp_path: Path) -> None:
-    async with fresh_database(backend, tmp_path) as real_url:
-        parts = urlsplit(real_url)
-        proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 0)
-        await proxy.start()
-        proxied = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
-        service = SessionService.from_config(ServiceConfig(type="sql", database_url=proxied))
-        try:
-            await service.start()
-            conversation = await service.create_session("alice", name="before")
+    async with behind_proxy(backend, tmp_path) as (proxy, service):
+        conversation = await service.create_session("alice", name="before")
 
-            await proxy.stop()  # the server goes away
-            started = time.monotonic()
-            with pytest.raises(StoreUnavailable):
-                await service.get_session("alice", conversation.id)
-            assert time.monotonic() - started < 6
-            started = time.monotonic()
-            with pytest.raises(StoreUnavailable):
-                await service.save_task("alice", conversation.id, "t", message_bubbles=[])
-            assert time.monotonic() - started < 6
+        await proxy.stop()  # the server goes away
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await service.get_session("alice", conversation.id)
+        assert time.monotonic() - started < 6
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await service.save_task("alice", conversation.id, "t", message_bubbles=[])
+        assert time.monotonic() - started < 6
 
-            await proxy.start()  # and comes back: the same service works again
-            assert (await service.get_session("alice", conversation.id)).name == "before"
-            await service.save_task("alice", conversation.id, "t", message_bubbles=["x"])
-            tasks = await service.list_tasks("alice", conversation.id)
-            assert [task.message_bubbles for task in tasks.items] == [["x"]]
-        finally:
-            await service.close()
-            await proxy.stop()
+        await proxy.start()  # and comes back: the same service works again
+        assert (await service.get_session("alice", conversation.id)).name == "before"
+        await service.save_task("alice", conversation.id, "t", message_bubbles=["x"])
+        tasks = await service.list_tasks("alice", conversation.id)
+        assert [task.message_bubbles for task in tasks.items] == [["x"]]
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
 async def test_a_server_that_stops_answering_times_out(backend: str, tmp_path: Path) -> None:
-    async with fresh_database(backend, tmp_path) as real_url:
-        parts = urlsplit(real_url)
-        proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 0)
-        await proxy.start()
-        proxied = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
-        service = SessionService.from_config(ServiceConfig(type="sql", database_url=proxied))
+    async with behind_proxy(backend, tmp_path) as (proxy, service):
         service.timeout = 2.0
-        try:
-            await service.start()
-            conversation = await service.create_session("alice")
-            await proxy.hang()
-            started = time.monotonic()
-            with pytest.raises(StoreUnavailable):
-                await service.get_session("alice", conversation.id)
-            assert time.monotonic() - started < 4
-            await proxy.stop()
-            await proxy.start()
-            assert (await service.get_session("alice", conversation.id)).id == conversation.id
-        finally:
-            await service.close()
-            await proxy.stop()
+        conversation = await service.create_session("alice")
+        await proxy.hang()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await service.get_session("alice", conversation.id)
+        assert time.monotonic() - started < 4
+        await proxy.stop()
+        await proxy.start()
+        assert (await service.get_session("alice", conversation.id)).id == conversation.id
 
 
 @pytest.mark.parametrize(
@@ -198,7 +189,7 @@ async def test_a_server_that_stops_answering_times_out(backend: str, tmp_path: P
 )
 async def test_closed_port_is_store_unavailable(url: str) -> None:
     started = time.monotonic()
-    service = SessionService.from_config(ServiceConfig(type="sql", database_url=url))
+    service = sql_service(url)
     with pytest.raises(StoreUnavailable):
         await service.start()
     with pytest.raises(StoreUnavailable):
@@ -217,7 +208,7 @@ async def test_closed_port_is_store_unavailable(url: str) -> None:
 )
 def test_bad_url_is_a_config_error_without_the_password(bad: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        SessionService.from_config(ServiceConfig(type="sql", database_url=bad))
+        sql_service(bad)
     assert "tiger-secret" not in str(raised.value)
     assert "database_url" in str(raised.value)
 
@@ -257,8 +248,8 @@ async def test_deleting_a_conversation_cascades_in_the_database(
             assert count == 0, table
 
 
-async def test_a_service_used_without_start_starts_itself(url: str) -> None:
-    service = SessionService.from_config(ServiceConfig(type="sql", database_url=url))
+async def test_a_service_used_without_start_starts_itself(fresh_url: str) -> None:
+    service = sql_service(fresh_url)
     try:
         conversation = await service.create_session("alice", name="lazy")  # migrates first
         assert (await service.get_session("alice", conversation.id)).name == "lazy"

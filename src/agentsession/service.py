@@ -177,32 +177,11 @@ class SessionService:
         self, user_id: str, session_id: str, name: str | None
     ) -> SessionRecord:
         """Set (or, with None, clear) the conversation's name."""
-        now = now_ms()
-        found = await self._call(
-            self.store.update_session(
-                _id(user_id, "user_id"),
-                _id(session_id, "session_id"),
-                now,
-                self._expiry(now),
-                name=_name(name),
-                rename=True,
-            )
-        )
-        return _found(found, session_id)
+        return await self._update_session(user_id, session_id, name=_name(name), rename=True)
 
     async def mark_viewed(self, user_id: str, session_id: str) -> SessionRecord:
         """Record that the user opened the conversation now; this also slides its TTL."""
-        now = now_ms()
-        found = await self._call(
-            self.store.update_session(
-                _id(user_id, "user_id"),
-                _id(session_id, "session_id"),
-                now,
-                self._expiry(now),
-                viewed=True,
-            )
-        )
-        return _found(found, session_id)
+        return await self._update_session(user_id, session_id, viewed=True)
 
     async def delete_session(self, user_id: str, session_id: str) -> None:
         """Delete the conversation with its chat tasks and feedback."""
@@ -276,15 +255,13 @@ class SessionService:
         Raises ``SessionNotFound`` when the conversation or the task in it is not the
         user's.
         """
-        if rating not in RATINGS:
-            raise InvalidInput("rating", f"must be 'up' or 'down', not {rating!r}")
         now = now_ms()
         record = FeedbackRecord(
             id=new_record_id(),
             session_id=_id(session_id, "session_id"),
             task_id=_id(task_id, "task_id"),
             user_id=_id(user_id, "user_id"),
-            rating=rating,
+            rating=_rating(rating),
             comment=_optional_text(comment, "comment"),
             created_time=now,
         )
@@ -304,15 +281,13 @@ class SessionService:
         cursor: str | None = None,
     ) -> Page[FeedbackRecord]:
         """The user's feedback, newest first; filters combine (``since`` <= time < ``until``)."""
-        if rating is not None and rating not in RATINGS:
-            raise InvalidInput("rating", f"must be 'up' or 'down', not {rating!r}")
         for field, value in (("since", since), ("until", until)):
             if value is not None and (type(value) is not int or value < 0):
                 raise InvalidInput(field, "must be epoch milliseconds (a non-negative int)")
         where = FeedbackFilter(
             session_id=_optional_id(session_id, "session_id"),
             task_id=_optional_id(task_id, "task_id"),
-            rating=rating,
+            rating=None if rating is None else _rating(rating),
             since=since,
             until=until,
         )
@@ -337,6 +312,20 @@ class SessionService:
         return handle
 
     # Internals
+
+    async def _update_session(self, user_id: str, session_id: str, **changes: Any) -> SessionRecord:
+        """One ``Store.update_session`` call at ``now``, sliding the expiry."""
+        now = now_ms()
+        found = await self._call(
+            self.store.update_session(
+                _id(user_id, "user_id"),
+                _id(session_id, "session_id"),
+                now,
+                self._expiry(now),
+                **changes,
+            )
+        )
+        return _found(found, session_id)
 
     def _expiry(self, now: int) -> int | None:
         return None if self.ttl_ms is None else now + self.ttl_ms
@@ -486,6 +475,12 @@ def _optional_id(value: object, field: str) -> str | None:
 
 def _key(value: object) -> str:
     return _id(value, "key")
+
+
+def _rating(value: object) -> str:
+    if value not in RATINGS:
+        raise InvalidInput("rating", f"must be 'up' or 'down', not {value!r}")
+    return str(value)
 
 
 def _name(value: object) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Select,
     and_,
     delete,
     func,
@@ -86,6 +87,8 @@ class SqlStore:
         self.url = normalize_url(url)
         self.dialect = dialect_of(self.url)
         self.engine: AsyncEngine = create_engine(self.url, pool_size=pool_size)
+        #: ``INSERT ... ON CONFLICT`` of PostgreSQL or SQLite (MySQL has its own upsert).
+        self._upsert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
 
     def __repr__(self) -> str:
         return f"SqlStore({mask_url(self.url)!r})"
@@ -130,13 +133,7 @@ class SqlStore:
         self, user_id: str, now: int, limit: int, after: tuple[int, str] | None
     ) -> list[SessionRecord]:
         query = select(*_SESSION_COLUMNS).where(sessions.c.user_id == user_id, _alive(now))
-        if after is not None:
-            time_, id_ = after
-            query = query.where(
-                sessions.c.updated_time <= time_,
-                or_(sessions.c.updated_time < time_, sessions.c.id > id_),
-            )
-        query = query.order_by(sessions.c.updated_time.desc(), sessions.c.id).limit(limit)
+        query = _keyset(query, sessions.c.updated_time, sessions.c.id, after, limit, newest=True)
         return [_session(row) for row in await self._rows(query)]
 
     async def update_session(
@@ -235,8 +232,7 @@ class SqlStore:
 
     async def _save_task_returning(self, names: list[str], source: Any) -> int | None:
         """PostgreSQL and SQLite: the upsert returns the stored ``created_time``."""
-        insert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
-        upsert = insert(chat_tasks).from_select(names, source)
+        upsert = self._upsert(chat_tasks).from_select(names, source)
         new = upsert.excluded
         statement = upsert.on_conflict_do_update(
             index_elements=[chat_tasks.c.id],
@@ -298,13 +294,7 @@ class SqlStore:
         page = select(*_TASK_COLUMNS).where(
             chat_tasks.c.session_id == session_id, chat_tasks.c.user_id == user_id
         )
-        if after is not None:
-            time_, id_ = after
-            page = page.where(
-                chat_tasks.c.created_time >= time_,
-                or_(chat_tasks.c.created_time > time_, chat_tasks.c.id > id_),
-            )
-        page = page.order_by(chat_tasks.c.created_time, chat_tasks.c.id).limit(limit)
+        page = _keyset(page, chat_tasks.c.created_time, chat_tasks.c.id, after, limit, newest=False)
         rows = await self._rows(union_all(marker, select(page.subquery())))
         if not any(row[0] is None for row in rows):
             return None
@@ -342,8 +332,7 @@ class SqlStore:
                 {name: insert.inserted[name] for name in replace}
             )
         else:
-            dialect = pg_dialect if self.dialect == "postgresql" else sqlite_dialect
-            upsert = dialect.insert(feedback).from_select(names, source)
+            upsert = self._upsert(feedback).from_select(names, source)
             statement = upsert.on_conflict_do_update(
                 index_elements=[feedback.c.task_id, feedback.c.user_id],
                 set_={name: upsert.excluded[name] for name in replace},
@@ -364,13 +353,7 @@ class SqlStore:
             query = query.where(feedback.c.created_time >= where.since)
         if where.until is not None:
             query = query.where(feedback.c.created_time < where.until)
-        if after is not None:
-            time_, id_ = after
-            query = query.where(
-                feedback.c.created_time <= time_,
-                or_(feedback.c.created_time < time_, feedback.c.id > id_),
-            )
-        query = query.order_by(feedback.c.created_time.desc(), feedback.c.id).limit(limit)
+        query = _keyset(query, feedback.c.created_time, feedback.c.id, after, limit, newest=True)
         return [_feedback(row) for row in await self._rows(query)]
 
     # Execution: one statement per connection checkout, errors translated.
@@ -432,6 +415,30 @@ def _is_deadlock(error: sa_exc.DBAPIError) -> bool:
 
 def _reason(error: sa_exc.DBAPIError) -> str:
     return str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+
+
+def _keyset(
+    query: Select[Any],
+    time_column: ColumnElement[int],
+    id_column: ColumnElement[str],
+    after: tuple[int, str] | None,
+    limit: int,
+    *,
+    newest: bool,
+) -> Select[Any]:
+    """Order by (time, id) and keep ``limit`` rows strictly after ``after``.
+
+    Time runs newest or oldest first; ties always by ascending id. The redundant
+    ``time <= t`` (or ``>=``) lets the database start its index range at ``t``.
+    """
+    if after is not None:
+        time_, id_ = after
+        if newest:
+            query = query.where(time_column <= time_, or_(time_column < time_, id_column > id_))
+        else:
+            query = query.where(time_column >= time_, or_(time_column > time_, id_column > id_))
+    order = time_column.desc() if newest else time_column
+    return query.order_by(order, id_column).limit(limit)
 
 
 def _alive(now: int) -> ColumnElement[bool]:
