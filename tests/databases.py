@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomysql
 import asyncpg
 import pytest
+from sqlalchemy import event
 
 from agentsession.config import ServiceConfig
 from agentsession.service import SessionService
+from agentsession.stores.sql import SqlStore
+from tests.proxy import Proxy
 
 #: Backends of the parametrised store fixtures, in test-id order.
 SQL_BACKENDS = ("sqlite", "postgresql", "mysql")
@@ -102,3 +106,41 @@ async def _mysql_execute(url: str, sql: str) -> None:
             await cursor.execute(sql)
     finally:
         connection.close()
+
+
+@asynccontextmanager
+async def behind_proxy(backend: str, tmp_path: Path) -> AsyncIterator[tuple[Proxy, SessionService]]:
+    """A started service on a fresh database of ``backend``, reached through a ``Proxy``."""
+    async with fresh_database(backend, tmp_path) as real_url:
+        parts = urlsplit(real_url)
+        proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 0)
+        await proxy.start()
+        proxied = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+        service = sql_service(proxied)
+        try:
+            await service.start()
+            yield proxy, service
+        finally:
+            await service.close()
+            await proxy.stop()
+
+
+def store_of(service: SessionService) -> SqlStore:
+    assert isinstance(service.store, SqlStore)
+    return service.store
+
+
+@contextmanager
+def statements(service: SessionService) -> Iterator[list[str]]:
+    """Collect the SQL of every statement the service's engine executes."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    engine = store_of(service).engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -20,7 +20,7 @@ import pytest
 
 from agentsession import service as service_module
 from agentsession.errors import IdConflict, InvalidInput, SessionNotFound
-from agentsession.service import SessionService, SessionState
+from agentsession.service import MAX_JSON_DEPTH, SessionService, SessionState
 from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
 from tests.conftest import MakeService, new_user
 
@@ -1352,6 +1352,15 @@ async def _delete_state(c: Conversation, *keys: Any) -> None:
 BadCall = Callable[[Conversation], Awaitable[Any]]
 LONG = "x" * 256
 
+
+def nested(depth: int) -> list[Any]:
+    """``depth`` lists, one inside the other."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 BAD_INPUT: list[tuple[str, str, BadCall]] = [
     # create_session
     ("create name 256", "name", lambda c: c.service.create_session(c.user, name="n" * 256)),
@@ -1406,6 +1415,16 @@ BAD_INPUT: list[tuple[str, str, BadCall]] = [
         lambda c: c.service.save_task(
             c.user, c.sid, c.tid, message_bubbles=[{"a": [float("inf")]}]
         ),
+    ),
+    (
+        "task bubbles nested 101 deep",
+        "message_bubbles",
+        lambda c: c.service.save_task(c.user, c.sid, c.tid, message_bubbles=nested(101)),
+    ),
+    (
+        "task metadata nested past the recursion limit",
+        "task_metadata",
+        lambda c: c.service.save_task(c.user, c.sid, c.tid, task_metadata={"a": nested(5000)}),
     ),
     (
         "new task bubbles object",
@@ -1507,6 +1526,7 @@ BAD_INPUT: list[tuple[str, str, BadCall]] = [
     ("state namespace 256", "namespace", lambda c: c.service.state(c.user, c.sid, LONG)),
     ("state value object", "state['k']", lambda c: _set_state(c, "k", object())),
     ("state value nan", "state['k']", lambda c: _set_state(c, "k", float("nan"))),
+    ("state value 101 deep", "state['k']", lambda c: _set_state(c, "k", nested(101))),
     ("state value set", "state['k']", lambda c: _set_state(c, "k", {1, 2})),
     ("state existing key object", "state['a']", lambda c: _set_state(c, "a", [object()])),
     (
@@ -1541,3 +1561,13 @@ async def test_bad_input_is_refused_and_writes_nothing(
 
     assert raised.value.field == field
     assert await snapshot(conversation.service, conversation.user) == before
+
+
+async def test_json_nests_up_to_the_limit(service: SessionService, user: str) -> None:
+    conversation = await service.create_session(user)
+    deepest = nested(MAX_JSON_DEPTH)
+    await service.save_task(
+        user, conversation.id, f"deep-{conversation.id}", message_bubbles=deepest
+    )
+    page = await service.list_tasks(user, conversation.id)
+    assert page.items[0].message_bubbles == deepest

@@ -7,15 +7,13 @@ statement the store sends to the database passes through it.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -30,9 +28,7 @@ from agentsession import (
     StoreUnavailable,
     get_session_service,
 )
-from agentsession.stores.sql import SqlStore
-from tests.databases import fresh_database, sql_service
-from tests.proxy import Proxy
+from tests.databases import behind_proxy, sql_service, statements, store_of
 
 pytestmark = pytest.mark.anyio
 SECRET = "s" * 48
@@ -43,44 +39,6 @@ async def service(fresh_url: str) -> AsyncIterator[SessionService]:
     """A started service on an empty database of its own (rows are counted here)."""
     async with sql_service(fresh_url) as svc:
         yield svc
-
-
-@asynccontextmanager
-async def behind_proxy(backend: str, tmp_path: Path) -> AsyncIterator[tuple[Proxy, SessionService]]:
-    """A started service on a fresh database of ``backend``, reached through a ``Proxy``."""
-    async with fresh_database(backend, tmp_path) as real_url:
-        parts = urlsplit(real_url)
-        proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 0)
-        await proxy.start()
-        proxied = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
-        service = sql_service(proxied)
-        try:
-            await service.start()
-            yield proxy, service
-        finally:
-            await service.close()
-            await proxy.stop()
-
-
-def store_of(service: SessionService) -> SqlStore:
-    assert isinstance(service.store, SqlStore)
-    return service.store
-
-
-@contextmanager
-def statements(service: SessionService) -> Iterator[list[str]]:
-    """Collect the SQL of every statement the service's engine executes."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    engine = store_of(service).engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 async def test_each_operation_costs_one_statement(service: SessionService) -> None:

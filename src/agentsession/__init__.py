@@ -1,5 +1,6 @@
 """agentsession: sessions done right for AI-agent chat gateways on Starlette and FastAPI."""
 
+from agentsession.api import sessions_router
 from agentsession.config import AgentSessionConfig, load_config
 from agentsession.cookies import CookieCodec
 from agentsession.errors import (
@@ -43,5 +44,6 @@ __all__ = [
     "get_session_service",
     "load_config",
     "regenerate_session_id",
+    "sessions_router",
     "set_session_id",
 ]

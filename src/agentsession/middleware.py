@@ -267,6 +267,23 @@ class SessionMiddleware:
         refresh = self.refresh_after
         return refresh is not None and int(time.time()) - origin.issued_at >= refresh, data_json
 
+    def expires_at(self, session: Session) -> int | None:
+        """When the client's cookie or token expires, counting this response (epoch seconds).
+
+        None: it never does (``max_age=None``, a browser-session cookie).
+        """
+        if self.cookie.max_age is None:
+            return None
+        due, _ = self._due(session)
+        origin = session._origin
+        issued = int(time.time()) if due or origin is None else origin.issued_at
+        return issued + self.cookie.max_age
+
+    def renew(self, session: Session) -> None:
+        """Re-issue the cookie or token on this response, with a fresh expiry."""
+        session.mark_accessed()
+        session._ids_changed = True
+
     def _header(self, session: Session, scope: Scope, value: str | None) -> tuple[bytes, bytes]:
         """The response header carrying ``value`` (None: the session was cleared)."""
         if session._token:

@@ -42,6 +42,9 @@ T = TypeVar("T")
 RATINGS: Final = ("up", "down")
 #: Largest page a listing returns.
 MAX_LIMIT: Final = 1000
+#: How deeply JSON values (bubbles, metadata, state) may nest; far beyond any real
+#: message, and far below where encoding them would exhaust Python's recursion limit.
+MAX_JSON_DEPTH: Final = 100
 #: How often a state write is retried after losing a race to another writer.
 STATE_WRITE_ATTEMPTS: Final = 100
 _DELETE: Final = object()
@@ -515,12 +518,33 @@ def _check_text(value: str, field: str) -> None:
 
 def _json_value(value: Any, field: str) -> Any:
     """``value`` if it is plain JSON (a copy made through JSON), else ``InvalidInput``."""
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise InvalidInput(field, f"nests deeper than {MAX_JSON_DEPTH} arrays or objects")
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RecursionError) as error:
         raise InvalidInput(field, f"is not JSON-serialisable: {error}") from None
     _check_text(text, field)
     return json.loads(text)
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists, tuples and dicts nest in ``value`` (without recursing)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _limit(limit: object) -> int:

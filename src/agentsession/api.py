@@ -1,0 +1,526 @@
+"""sessions_router(): the HTTP API a chat UI needs, as one router (DESIGN §7).
+
+Conversations, their chat history, feedback and the caller's web session, in camelCase
+JSON, for the user ``identity`` resolves. Every route is a plain Starlette endpoint, so
+the router works under ``Mount`` in any Starlette app; where FastAPI is installed it is
+an ``APIRouter`` whose routes appear in the app's OpenAPI document. Errors are
+``{"error": {"code", "message", "field"?}}``; bad input never reaches the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, Router
+
+from agentsession.errors import (
+    IdConflict,
+    InvalidInput,
+    SessionNotFound,
+    StoreUnavailable,
+)
+from agentsession.identity import UserResolver, resolve_user
+from agentsession.middleware import SessionMiddleware
+from agentsession.openapi import DEFAULT_LIMIT, MAX_LIMIT, OPERATIONS
+from agentsession.service import SessionService
+from agentsession.session import Session, get_client_id, get_session_id, set_session_id
+from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "sessions_router"]
+
+logger = logging.getLogger("agentsession")
+
+#: Largest request body the routes read (1 MiB); larger ones get 413 unread.
+DEFAULT_MAX_BODY_SIZE: Final = 1024 * 1024
+#: Seconds a client is told to wait (``Retry-After``) when the store is unavailable.
+RETRY_AFTER_SECONDS: Final = 5
+
+#: The service's argument names as the API spells them.
+_FIELDS: Final = {
+    "session_id": "sessionId",
+    "task_id": "taskId",
+    "agent_id": "agentId",
+    "user_message": "userMessage",
+    "message_bubbles": "messageBubbles",
+    "task_metadata": "taskMetadata",
+    "rating": "feedbackType",
+    "comment": "feedbackText",
+    "user_id": "user",
+    "client_id": "clientId",
+}
+_JSON_TYPES: Final = ("application/json",)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    """An error response: HTTP status, a stable ``code``, a message and maybe a field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def response(self) -> JSONResponse:
+        error: dict[str, str] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if self.status == 503 else None
+        return JSONResponse({"error": error}, status_code=self.status, headers=headers)
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "invalid_input", f"{field}: {message}", field)
+
+
+def sessions_router(
+    *,
+    user_resolver: UserResolver | None = None,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+) -> APIRouter:
+    """The routes of DESIGN §7, to ``include_router`` (FastAPI) or ``Mount`` (Starlette).
+
+    ``user_resolver(request)`` returns the caller's user id (or None: 401); the default
+    is ``identity.current_user``. ``max_body_size`` bounds every request body in bytes.
+    The app needs ``SessionMiddleware``, whose service stores the data.
+    """
+    if type(max_body_size) is not int or max_body_size < 1:
+        raise ValueError(f"max_body_size must be a positive int, not {max_body_size!r}")
+    handlers = _Handlers(user_resolver, max_body_size)
+    routes = [
+        (path, method, name, status, operation, _guard(getattr(handlers, name)))
+        for (path, method), (name, status, operation) in OPERATIONS.items()
+    ]
+    try:
+        from fastapi import APIRouter
+    except ImportError:
+        plain: list[BaseRoute] = [
+            Route(path, endpoint, methods=[method], name=name)
+            for path, method, name, _, _, endpoint in routes
+        ]
+        return Router(routes=plain)  # type: ignore[return-value]  # no FastAPI: Mount it
+    router = APIRouter(tags=["agentsession"], route_class=_plain_route_class())
+    for path, method, name, status, operation, endpoint in routes:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            name=name,
+            operation_id=name,
+            status_code=status,
+            summary=operation["summary"],
+            openapi_extra={k: v for k, v in operation.items() if k != "summary"},
+        )
+    return router
+
+
+def _plain_route_class() -> type[Any]:
+    """A FastAPI ``APIRoute`` that also runs where FastAPI's machinery is absent.
+
+    Inside a FastAPI app the route runs through FastAPI's own handler, so dependencies
+    given to ``include_router`` (an auth check, say) guard it like any other route.
+    Under a plain Starlette ``Mount`` that handler cannot run (it needs FastAPI's
+    middleware), and there are no such dependencies: the endpoint is called directly.
+    """
+    from fastapi import FastAPI
+    from fastapi.routing import APIRoute
+
+    class PlainRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            fastapi_handler = super().get_route_handler()
+            plain: Endpoint = self.endpoint
+
+            async def handler(request: Request) -> Response:
+                if isinstance(request.scope.get("app"), FastAPI):
+                    return await fastapi_handler(request)
+                return await plain(request)
+
+            return handler
+
+    return PlainRoute
+
+
+def _guard(endpoint: Endpoint) -> Endpoint:
+    """Turn the package's exceptions into JSON error responses; nothing escapes as a 500."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ApiError as error:
+            return error.response()
+        except InvalidInput as error:
+            field = _FIELDS.get(error.field, error.field)
+            message = str(error).split(": ", 1)[-1]
+            return _invalid(field, message).response()
+        except IdConflict as error:
+            field = _FIELDS.get(error.field, error.field)
+            message = f"{field} is already in use by another conversation or user"
+            return ApiError(409, "conflict", message, field).response()
+        except SessionNotFound:
+            return ApiError(404, "not_found", "no such conversation").response()
+        except StoreUnavailable as error:
+            logger.warning("sessions_router: the session store is unavailable: %s", error)
+            message = "the session store is unavailable; retry later"
+            return ApiError(503, "store_unavailable", message).response()
+
+    guarded.__name__ = endpoint.__name__
+    guarded.__doc__ = endpoint.__doc__
+    return guarded
+
+
+class _Handlers:
+    """The endpoints; each is ``async (request) -> Response``."""
+
+    def __init__(self, user_resolver: UserResolver | None, max_body_size: int) -> None:
+        self.user_resolver = user_resolver
+        self.max_body_size = max_body_size
+
+    # Conversations
+
+    async def list_sessions(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        limit, cursor = _paging(request)
+        page = await service.list_sessions(user, limit=limit, cursor=cursor)
+        return _page(page, _session)
+
+    async def create_session(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        body = await self._body(request, ("name", "agentId"), empty_ok=True)
+        record = await service.create_session(
+            user,
+            name=_optional_str(body, "name"),
+            agent_id=_optional_str(body, "agentId"),
+            client_id=get_client_id(request),
+        )
+        set_session_id(request, record.id)
+        return JSONResponse(_session(record), status_code=201)
+
+    async def get_session(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        record = await service.get_session(user, _session_id(request))
+        return JSONResponse(_session(record))
+
+    async def rename_session(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        body = await self._body(request, ("name",), required=("name",))
+        name = _optional_str(body, "name")
+        record = await service.rename_session(user, _session_id(request), name)
+        return JSONResponse(_session(record))
+
+    async def delete_session(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        session_id = _session_id(request)
+        await service.delete_session(user, session_id)
+        if get_session_id(request) == session_id:
+            set_session_id(request, None)
+        return Response(status_code=204)
+
+    # Chat tasks
+
+    async def list_chat_tasks(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        limit, cursor = _paging(request)
+        page = await service.list_tasks(user, _session_id(request), limit=limit, cursor=cursor)
+        return _page(page, _task)
+
+    async def save_chat_task(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        session_id = _session_id(request)
+        fields = ("taskId", "userMessage", "messageBubbles", "taskMetadata")
+        body = await self._body(request, fields, required=("taskId", "messageBubbles"))
+        bubbles = body["messageBubbles"]
+        if not isinstance(bubbles, list):
+            raise _invalid("messageBubbles", f"must be an array, not {_kind(bubbles)}")
+        metadata = body.get("taskMetadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise _invalid("taskMetadata", f"must be an object or null, not {_kind(metadata)}")
+        record = await service.save_task(
+            user,
+            session_id,
+            _str(body, "taskId"),
+            user_message=_optional_str(body, "userMessage"),
+            message_bubbles=bubbles,
+            task_metadata=metadata,
+        )
+        # Activity in a conversation keeps it alive (slides its TTL) and marks it read.
+        await service.mark_viewed(user, session_id)
+        return JSONResponse(_task(record))
+
+    # Feedback
+
+    async def add_feedback(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        fields = ("taskId", "sessionId", "feedbackType", "feedbackText")
+        body = await self._body(request, fields, required=("taskId", "sessionId", "feedbackType"))
+        record = await service.add_feedback(
+            user,
+            _str(body, "sessionId"),
+            _str(body, "taskId"),
+            _str(body, "feedbackType"),
+            _optional_str(body, "feedbackText"),
+        )
+        return JSONResponse(_feedback(record), status_code=201)
+
+    async def list_feedback(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        limit, cursor = _paging(request)
+        query = request.query_params
+        page = await service.list_feedback(
+            user,
+            session_id=query.get("sessionId"),
+            task_id=query.get("taskId"),
+            rating=query.get("feedbackType"),
+            since=_instant(query.get("since"), "since"),
+            until=_instant(query.get("until"), "until"),
+            limit=limit,
+            cursor=cursor,
+        )
+        return _page(page, _feedback)
+
+    # The caller's web session
+
+    async def get_current_session(self, request: Request) -> Response:
+        return _current(request)
+
+    async def set_current_session(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        body = await self._body(request, ("sessionId",), required=("sessionId",))
+        session_id = _optional_str(body, "sessionId")
+        if session_id is not None:
+            await service.get_session(user, session_id)  # yours and live, or 404
+        set_session_id(request, session_id)
+        return _current(request)
+
+    async def extend_session(self, request: Request) -> Response:
+        _middleware(request).renew(_session_of(request))
+        return _current(request)
+
+    # Request parts
+
+    async def _context(self, request: Request) -> tuple[SessionService, str]:
+        """The app's service and the caller's user id (401 when there is none)."""
+        service = _middleware(request).service
+        user = await resolve_user(request, self.user_resolver)
+        if user is None:
+            raise ApiError(401, "unauthorized", "no user could be resolved for this request")
+        return service, user
+
+    async def _body(
+        self,
+        request: Request,
+        fields: tuple[str, ...],
+        *,
+        required: tuple[str, ...] = (),
+        empty_ok: bool = False,
+    ) -> dict[str, Any]:
+        """The JSON object body, read at most ``max_body_size`` bytes; only ``fields`` allowed."""
+        raw = await self._read(request)
+        if not raw.strip():
+            if empty_ok:
+                return {}
+            raise ApiError(400, "invalid_json", "the request needs a JSON object body", "body")
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media not in _JSON_TYPES and not media.endswith("+json"):
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"send the body as application/json, not {media or 'no content type'}",
+                "body",
+            )
+        try:
+            body = json.loads(raw, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as error:
+            raise ApiError(
+                400, "invalid_json", f"the body is not valid JSON: {error}", "body"
+            ) from None
+        if not isinstance(body, dict):
+            raise ApiError(
+                400, "invalid_json", f"the body must be a JSON object, not {_kind(body)}", "body"
+            )
+        for key in body:
+            if key not in fields:
+                name = _printable(key)
+                raise _invalid(name, f"is not a known field; expected {', '.join(fields)}")
+        for key in required:
+            if key not in body:
+                raise _invalid(key, "is required")
+        return body
+
+    async def _read(self, request: Request) -> bytes:
+        """The raw body; 413 from the Content-Length header, or as soon as it grows too big."""
+        limit = self.max_body_size
+        too_large = ApiError(
+            413, "body_too_large", f"the body is over the {limit}-byte limit", "body"
+        )
+        declared = request.headers.get("content-length")
+        if declared is not None and _is_number(declared) and int(declared) > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+# Helpers: reading input
+
+
+def _middleware(request: Request) -> SessionMiddleware:
+    source = getattr(request.scope.get("session"), "_source", None)
+    if not isinstance(source, SessionMiddleware):
+        raise RuntimeError("sessions_router() needs agentsession.SessionMiddleware on the app")
+    return source
+
+
+def _session_of(request: Request) -> Session:
+    session = request.scope["session"]
+    assert isinstance(session, Session)
+    return session
+
+
+def _session_id(request: Request) -> str:
+    return str(request.path_params["sessionId"])
+
+
+def _paging(request: Request) -> tuple[int, str | None]:
+    query = request.query_params
+    text = query.get("limit")
+    limit = DEFAULT_LIMIT
+    if text is not None:
+        if not _is_number(text) or not 1 <= int(text) <= MAX_LIMIT:
+            raise _invalid("limit", f"must be an integer from 1 to {MAX_LIMIT}, not {text!r:.40}")
+        limit = int(text)
+    return limit, query.get("cursor")
+
+
+def _instant(text: str | None, field: str) -> int | None:
+    """Epoch milliseconds from an integer or an ISO 8601 date or date-time (UTC if naive)."""
+    if text is None or text == "":
+        return None
+    if _is_number(text) and len(text) <= 15:
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise _invalid(
+            field, f"must be epoch milliseconds or an ISO 8601 date-time, not {text!r:.40}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    try:
+        return max(0, int(moment.timestamp() * 1000))
+    except (OverflowError, ValueError):
+        raise _invalid(field, f"is out of range: {text!r:.40}") from None
+
+
+def _is_number(text: str) -> bool:
+    """Plain ASCII digits only (``int()`` would also take spaces, signs and other scripts)."""
+    return text.isascii() and text.isdigit()
+
+
+def _str(body: Mapping[str, Any], key: str) -> str:
+    value = body[key]
+    if not isinstance(value, str):
+        raise _invalid(key, f"must be a string, not {_kind(value)}")
+    return value
+
+
+def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _invalid(key, f"must be a string or null, not {_kind(value)}")
+    return value
+
+
+def _printable(text: str) -> str:
+    """``text`` cut to 100 characters, with what UTF-8 cannot carry (lone surrogates) escaped."""
+    return text[:100].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _kind(value: object) -> str:
+    """The JSON type name of a parsed value, for error messages."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    names.update({list: "an array", dict: "an object"})
+    return names.get(type(value), type(value).__name__)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Helpers: writing output
+
+
+def _session(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "agentId": record.agent_id,
+        "createdTime": record.created_time,
+        "updatedTime": record.updated_time,
+        "lastViewedAt": record.last_viewed_at,
+        "expiresAt": record.expires_at,
+    }
+
+
+def _task(record: TaskRecord) -> dict[str, Any]:
+    return {
+        "taskId": record.id,
+        "sessionId": record.session_id,
+        "userMessage": record.user_message,
+        "messageBubbles": record.message_bubbles,
+        "taskMetadata": record.task_metadata,
+        "createdTime": record.created_time,
+        "updatedTime": record.updated_time,
+    }
+
+
+def _feedback(record: FeedbackRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "sessionId": record.session_id,
+        "taskId": record.task_id,
+        "feedbackType": record.rating,
+        "feedbackText": record.comment,
+        "createdTime": record.created_time,
+    }
+
+
+def _page(page: Page[Any], render: Callable[[Any], dict[str, Any]]) -> JSONResponse:
+    return JSONResponse(
+        {"data": [render(item) for item in page.items], "meta": {"nextCursor": page.next_cursor}}
+    )
+
+
+def _current(request: Request) -> JSONResponse:
+    """``GET /session/current``'s body: the ids and when the cookie or token expires."""
+    client_id = get_client_id(request)
+    expires = _middleware(request).expires_at(_session_of(request))
+    remaining = None
+    if expires is not None:
+        remaining = max(0, expires - int(time.time()))
+    return JSONResponse(
+        {
+            "clientId": client_id,
+            "sessionId": get_session_id(request),
+            "expiresAt": None if expires is None else expires * 1000,
+            "timeRemainingSeconds": remaining,
+        }
+    )
