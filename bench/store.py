@@ -61,7 +61,7 @@ Run it from the repository root::
 ``--markdown PATH`` writes (or replaces) the "## Store (bench/store.py)" section of PATH,
 between its own begin/end marker comments, leaving the rest of the file alone.
 Server URLs: ``--postgres-url`` / ``--mysql-url``, else ``AGENTSESSION_TEST_POSTGRES_URL``
-/ ``AGENTSESSION_TEST_MYSQL_URL``, else a local server (see ``DEFAULT_URLS``).
+/ ``AGENTSESSION_TEST_MYSQL_URL``, else a local server (see ``common.DEFAULT_URLS``).
 """
 
 from __future__ import annotations
@@ -87,7 +87,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -96,22 +95,26 @@ from agentsession.config import ServiceConfig
 from agentsession.db.schema import chat_tasks, sessions
 from agentsession.service import SessionService
 from agentsession.stores.sql import SqlStore
-from common import command_line, positive_int, version_of, write_section
+from common import (
+    BACKENDS,
+    DEFAULT_URLS,
+    LABELS,
+    URL_VARIABLES,
+    backend_list,
+    command_line,
+    mysql_admin,
+    positive_int,
+    postgres_admin,
+    url_of,
+    version_of,
+    with_database,
+    write_section,
+)
 
 SECTION_TITLE = "## Store (bench/store.py)"
 BEGIN_MARKER = "<!-- bench/store.py: begin (generated, rewritten by --markdown) -->"
 END_MARKER = "<!-- bench/store.py: end -->"
 
-BACKENDS: tuple[str, ...] = ("sqlite", "postgresql", "mysql")
-LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MariaDB"}
-DEFAULT_URLS = {
-    "postgresql": "postgresql://postgres@127.0.0.1:5432/test",
-    "mysql": "mysql://root@127.0.0.1:3306/test",
-}
-URL_VARIABLES = {
-    "postgresql": "AGENTSESSION_TEST_POSTGRES_URL",
-    "mysql": "AGENTSESSION_TEST_MYSQL_URL",
-}
 
 MEASURED_USER = "bench-user"
 OWN_SESSIONS = 60
@@ -370,41 +373,7 @@ class Dataset:
 
 
 def server_url(backend: str, args: Args) -> str:
-    explicit = args.postgres_url if backend == "postgresql" else args.mysql_url
-    return explicit or os.environ.get(URL_VARIABLES[backend]) or DEFAULT_URLS[backend]
-
-
-def with_database(url: str, name: str) -> str:
-    return urlsplit(url)._replace(path="/" + name).geturl()
-
-
-async def mysql_admin(url: str, sql: str) -> None:
-    import aiomysql  # type: ignore[import-untyped]
-
-    parts = urlsplit(url)
-    connection = await aiomysql.connect(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 3306,
-        user=parts.username or "root",
-        password=parts.password or "",
-        connect_timeout=10,
-        autocommit=True,
-    )
-    try:
-        async with connection.cursor() as cursor:
-            await cursor.execute(sql)
-    finally:
-        connection.close()
-
-
-async def postgres_admin(url: str, sql: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
-
-    connection = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=10)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
+    return url_of(backend, args.postgres_url if backend == "postgresql" else args.mysql_url)
 
 
 @asynccontextmanager
@@ -984,14 +953,6 @@ class Args(argparse.Namespace):
     postgres_url: str | None
     mysql_url: str | None
     markdown: Path | None
-
-
-def backend_list(value: str) -> list[str]:
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in BACKENDS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"choose from {','.join(BACKENDS)}, got {value!r}")
-    return names
 
 
 def size_list(value: str) -> list[int]:

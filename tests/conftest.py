@@ -41,6 +41,11 @@ ENV_VARS = (
     "SESSION_SECRET_KEY_FALLBACKS",
     "SESSION_DATABASE_URL",
     "WEB_UI_GATEWAY_DATABASE_URL",
+    "DATA_RETENTION_TASK_DAYS",
+    "DATA_RETENTION_FEEDBACK_DAYS",
+    "DATA_RETENTION_SESSION_DAYS",
+    "DATA_RETENTION_CLEANUP_HOURS",
+    "DATA_RETENTION_BATCH_SIZE",
 )
 
 #: ``await make_service(ttl=None)``: a started service on the test's backend.
@@ -49,12 +54,15 @@ MakeService = Callable[..., Awaitable[SessionService]]
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's session settings."""
+    """No test sees the developer's session settings, and no app prunes unasked."""
     for name in ENV_VARS:
         # setenv first so that teardown restores the original state even when the
         # code under test sets the variable itself (the example app does).
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
+    # A middleware built without config= would start a retention scheduler whose runs
+    # land in other tests' statement counts; the retention tests enable it themselves.
+    monkeypatch.setenv("DATA_RETENTION_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

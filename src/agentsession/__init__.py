@@ -13,6 +13,7 @@ from agentsession.errors import (
     StoreUnavailable,
 )
 from agentsession.middleware import SessionMiddleware, get_session_service
+from agentsession.retention import PruneReport, RetentionScheduler, prune
 from agentsession.service import SessionService, SessionState
 from agentsession.session import (
     Session,
@@ -31,6 +32,8 @@ __all__ = [
     "CookieCodec",
     "IdConflict",
     "InvalidInput",
+    "PruneReport",
+    "RetentionScheduler",
     "Session",
     "SessionMiddleware",
     "SessionNotFound",
@@ -43,6 +46,7 @@ __all__ = [
     "get_session_id",
     "get_session_service",
     "load_config",
+    "prune",
     "regenerate_session_id",
     "sessions_router",
     "set_session_id",

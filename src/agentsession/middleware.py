@@ -30,6 +30,7 @@ from agentsession.cookies import (
 )
 from agentsession.errors import ConfigError
 from agentsession.lifecycle import Hook, Lifecycle
+from agentsession.retention import RetentionScheduler
 from agentsession.service import SessionService
 from agentsession.session import Session, new_id
 
@@ -138,14 +139,17 @@ class SessionMiddleware:
         self.lifecycle = Lifecycle()
         #: Conversations, tasks, feedback and state: ``config.session_service`` (memory
         #: by default), or the ``service=`` given. Started and closed with the app.
-        self.service = (
-            service
-            if service is not None
-            # Without config=, the environment decides (SESSION_DATABASE_URL), as load_config().
-            else SessionService.from_config(config or AgentSessionConfig.from_mapping({}))
-        )
+        # Without config=, the environment decides (SESSION_DATABASE_URL), as load_config().
+        settings = config or AgentSessionConfig.from_mapping({})
+        self.service = service if service is not None else SessionService.from_config(settings)
         self.lifecycle.on_startup(self.service.start)
         self.lifecycle.on_shutdown(self.service.close)
+        #: Prunes old rows per ``data_retention`` (None when disabled); stopped first.
+        self.retention: RetentionScheduler | None = None
+        if settings.data_retention.enabled:
+            self.retention = RetentionScheduler(self.service, settings.data_retention)
+            self.lifecycle.on_startup(self.retention.start)
+            self.lifecycle.on_shutdown(self.retention.stop)
         self._cookie_name = cookie.cookie_name.encode("latin-1")
 
         # Set-Cookie spelled exactly as Starlette spells it, one variant per Secure flag.

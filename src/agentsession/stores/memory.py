@@ -72,6 +72,17 @@ def _newest_after(key: tuple[int, str], after: tuple[int, str] | None) -> bool:
     return after is None or key[0] < after[0] or (key[0] == after[0] and key[1] > after[1])
 
 
+def _idle(conversation: _Conversation, idle_before: int, tasks_before: int | None) -> bool:
+    """Not updated, viewed, nor a (kept) task saved since ``idle_before``."""
+    record = conversation.record
+    active_since = idle_before if tasks_before is None else max(idle_before, tasks_before)
+    return (
+        record.updated_time < idle_before
+        and (record.last_viewed_at is None or record.last_viewed_at < idle_before)
+        and not any(task.updated_time >= active_since for task in conversation.tasks.values())
+    )
+
+
 def _newest_first(key: tuple[int, str]) -> tuple[int, str]:
     return (-key[0], key[1])
 
@@ -111,6 +122,54 @@ class MemoryStore:
         for session_id in expired:
             self._remove(session_id)
         return len(expired)
+
+    async def prune(
+        self,
+        now: int,
+        *,
+        tasks_before: int | None,
+        feedback_before: int | None,
+        idle_before: int | None,
+        dry_run: bool = False,
+    ) -> dict[str, int]:
+        """The retention rules of the SQL store, in its order; what each rule deleted.
+
+        Tasks updated before ``tasks_before`` (with their feedback), then feedback
+        created before ``feedback_before``, expired conversations, and conversations
+        idle since ``idle_before`` (None: the rule is off). ``dry_run`` counts only.
+        """
+        counts = dict.fromkeys(("chat_tasks", "feedback", "expired_sessions", "idle_sessions"), 0)
+        doomed: list[str] = []
+        for session_id, conversation in self._conversations.items():
+            tasks, feedback = conversation.tasks, conversation.feedback
+            old = set()
+            if tasks_before is not None:
+                old = {key for key, task in tasks.items() if task.updated_time < tasks_before}
+            stale = []
+            if feedback_before is not None:
+                stale = [
+                    pair
+                    for pair, item in feedback.items()
+                    if item.created_time < feedback_before and item.task_id not in old
+                ]
+            counts["chat_tasks"] += len(old)
+            counts["feedback"] += len(stale)
+            if not conversation.live(now):
+                counts["expired_sessions"] += 1
+                doomed.append(session_id)
+            elif idle_before is not None and _idle(conversation, idle_before, tasks_before):
+                counts["idle_sessions"] += 1
+                doomed.append(session_id)
+            if dry_run:
+                continue
+            for task_id in old:
+                del tasks[task_id], self._task_home[task_id]
+            for pair in [*stale, *(pair for pair in feedback if pair[0] in old)]:
+                del feedback[pair]
+        if not dry_run:
+            for session_id in doomed:
+                self._remove(session_id)
+        return counts
 
     # Internals
 

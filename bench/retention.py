@@ -1,0 +1,680 @@
+"""Pruning a million old chat tasks: rows per second, the longest batch, and the cost to the app.
+
+What is measured
+----------------
+For each backend (PostgreSQL and MariaDB by default; SQLite on request) the benchmark
+makes a brand-new database (``agentsession_bench_retention_<random>``, created with
+asyncpg / aiomysql and dropped at the end), enters ``SessionService.from_config(...)``
+(which runs the migrations) and bulk-loads, with ``INSERT ... SELECT`` over
+``generate_series`` (PostgreSQL) or the ``seq_0_to_N`` sequence engine (MariaDB):
+
+* ``--rows`` chat tasks between 31 and 60 days old, in 10,000 conversations, with
+  realistic payloads (a 150-character message, ~300 characters of JSON bubbles, a
+  small metadata object). Their ids are ``md5`` hashes, so that primary-key order has
+  nothing to do with age (as with real random ids): a batch deletes rows spread over
+  the whole primary key;
+* feedback on one task in sixteen (it goes with its task, by ON DELETE CASCADE).
+
+PostgreSQL then gets ``VACUUM (ANALYZE)`` and ``CHECKPOINT``; MariaDB ``ANALYZE TABLE``
+and a wait until InnoDB has written its dirty pages; then the file system is synced, so
+that writing the load out does not land in a measured phase. The app's load is
+``--writers`` coroutines, each with a conversation of its own, calling
+``SessionService.save_task`` (a new task each time) on a fixed schedule, ``--rate``
+calls per second in all; a call's latency runs from its scheduled time to its answer,
+so a call held up behind a slow one counts its wait. Three phases, one after the
+other, in one process and one event loop (as in an app instance that runs the
+scheduler):
+
+1. *before*: the writers alone for ``--seconds``;
+2. *during*: ``prune()`` (``task_retention_days=1, feedback_retention_days=1,
+   session_retention_days=30, batch_size=--batch-size``, ``pause=--pause``) while the
+   writers run; the phase ends when the prune does;
+3. *after*: the writers alone again for ``--seconds``.
+
+Reported: tasks deleted per second of the prune, the longest single batch
+(``PruneReport.longest_batch``), and ``save_task`` p50 / p99 in each phase, with the
+ratio p99 during ÷ p99 before against a target of 2x (a miss is marked FAIL; the exit
+status does not change). Every old task must be gone and every task the writers saved
+must still be there, or the run stops with an error. The plans of each rule's batch
+statements are taken on the loaded database before the prune (see the section text).
+
+Run it from the repository root::
+
+    .venv/bin/python bench/retention.py --rows 100000 --seconds 10   # a quick run
+    .venv/bin/python bench/retention.py --markdown docs/benchmarks.md
+
+``--markdown PATH`` writes (or replaces) the "## Retention (bench/retention.py)" section
+of PATH. Server URLs: ``--postgres-url`` / ``--mysql-url``, else
+``AGENTSESSION_TEST_POSTGRES_URL`` / ``AGENTSESSION_TEST_MYSQL_URL``, else a local server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, text
+
+from agentsession.config import RetentionConfig, ServiceConfig
+from agentsession.db.prune import (
+    RULES,
+    Cutoffs,
+    boundary_query,
+    delete_batch,
+    delete_ids,
+    delete_range,
+    idle_window,
+)
+from agentsession.db.schema import chat_tasks, feedback
+from agentsession.retention import BATCH_PAUSE, prune
+from agentsession.service import SessionService, now_ms
+from agentsession.stores.sql import SqlStore
+from common import (
+    LABELS,
+    backend_list,
+    command_line,
+    mysql_admin,
+    positive_int,
+    postgres_admin,
+    url_of,
+    version_of,
+    with_database,
+    write_section,
+)
+
+SECTION_TITLE = "## Retention (bench/retention.py)"
+BEGIN_MARKER = "<!-- bench/retention.py: begin (generated, rewritten by --markdown) -->"
+END_MARKER = "<!-- bench/retention.py: end -->"
+
+DAY = 86_400_000
+CONVERSATIONS = 10_000
+LOAD_CHUNK = 100_000
+TARGET = 2.0
+MESSAGE = "Can you summarise the quarterly report and list the three biggest risks? " * 2
+BUBBLES = (
+    '[{"type":"text","text":"' + "Here is a summary of the report. " * 8 + '"},'
+    '{"type":"status","text":"done","tokens":412}]'
+)
+METADATA = '{"agent":"analyst","model":"stand-in","latency_ms":812}'
+
+
+class BenchError(RuntimeError):
+    """A wrong answer (rows left behind, a young row gone): the run stops."""
+
+
+# --------------------------------------------------------------------------- databases
+
+
+def server_url(backend: str, args: Args) -> str:
+    return url_of(backend, args.postgres_url if backend == "postgresql" else args.mysql_url)
+
+
+async def admin(backend: str, url: str, sql: str) -> None:
+    if backend == "postgresql":
+        await postgres_admin(url, sql)
+    else:
+        await mysql_admin(url, sql)
+
+
+@asynccontextmanager
+async def fresh_database(backend: str, args: Args) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="agentsession-bench-") as directory:
+            yield f"sqlite:///{Path(directory) / 'retention.db'}"
+        return
+    url = server_url(backend, args)
+    name = f"agentsession_bench_retention_{secrets.token_hex(4)}"
+    quoted = f'"{name}"' if backend == "postgresql" else f"`{name}`"
+    await admin(backend, url, f"CREATE DATABASE {quoted}")
+    print(f"  created database {name}", file=sys.stderr)
+    try:
+        yield with_database(url, name)
+    finally:
+        force = " WITH (FORCE)" if backend == "postgresql" else ""
+        await admin(backend, url, f"DROP DATABASE IF EXISTS {quoted}{force}")
+        print(f"  dropped database {name}", file=sys.stderr)
+
+
+async def execute(store: SqlStore, sql: str, **params: Any) -> Any:
+    async with store.engine.connect() as connection:
+        return await connection.execute(text(sql), params)
+
+
+async def bulk_load(store: SqlStore, rows: int, base: int) -> float:
+    """Conversations, ``rows`` old tasks (md5 ids) and feedback on every tenth task."""
+    started = time.perf_counter()
+    dialect = store.dialect
+    recent = now_ms() - 3_600_000
+    step = 29 * DAY // rows  # ages spread evenly over 29 days
+    payload = {"msg": MESSAGE, "bubbles": BUBBLES, "meta": METADATA, "base": base, "step": step}
+    if dialect == "postgresql":
+        numbers = "generate_series(CAST(:lo AS INTEGER), CAST(:hi AS INTEGER)) AS g(n)"
+        task_id, session_of = "md5(n::text)", "'old-s-' || (n % 10000)"
+        user_of = "'old-user-' || (n % 10000 % 100)"
+    elif dialect == "mysql":
+        numbers = "seq_{lo}_to_{hi} AS g"
+        task_id, session_of = "MD5(g.seq)", "CONCAT('old-s-', g.seq % 10000)"
+        user_of = "CONCAT('old-user-', g.seq % 10000 % 100)"
+    else:
+        numbers = (
+            "(WITH RECURSIVE g(n) AS (SELECT :lo UNION ALL SELECT n + 1 FROM g WHERE n < :hi) "
+            "SELECT n FROM g) AS g"
+        )
+        task_id = "lower(hex(randomblob(16)))"
+        session_of, user_of = "'old-s-' || (n % 10000)", "'old-user-' || (n % 10000 % 100)"
+    n = "g.seq" if dialect == "mysql" else "n"
+    # 64-bit arithmetic: asyncpg would type the parameters as 32-bit integers.
+    age = f"CAST(:base AS BIGINT) + CAST({n} AS BIGINT) * :step"
+    if dialect != "postgresql":
+        age = f":base + {n} * :step"
+
+    def over(sql: str, lo: int, hi: int) -> tuple[str, dict[str, Any]]:
+        if dialect == "mysql":
+            return sql.replace(":numbers", numbers.format(lo=lo, hi=hi)), payload
+        return sql.replace(":numbers", numbers), {**payload, "lo": lo, "hi": hi}
+
+    sql, params = over(
+        "INSERT INTO sessions (id, user_id, state, version, created_time, updated_time) "
+        f"SELECT {session_of}, {user_of}, '{{}}', 0, {recent}, {recent} FROM :numbers",
+        0,
+        CONVERSATIONS - 1,
+    )
+    await execute(store, sql, **params)
+    for lo in range(0, rows, LOAD_CHUNK):
+        hi = min(rows, lo + LOAD_CHUNK) - 1
+        sql, params = over(
+            "INSERT INTO chat_tasks (id, session_id, user_id, user_message, message_bubbles, "
+            "task_metadata, created_time, updated_time) "
+            f"SELECT {task_id}, {session_of}, {user_of}, :msg, :bubbles, :meta, "
+            f"{age}, {age} FROM :numbers",
+            lo,
+            hi,
+        )
+        await execute(store, sql, **params)
+        print(f"  loaded {hi + 1:,} tasks", file=sys.stderr)
+    await execute(
+        store,
+        "INSERT INTO feedback (id, session_id, task_id, user_id, rating, comment, created_time) "
+        "SELECT id, session_id, id, user_id, 'up', NULL, created_time FROM chat_tasks "
+        + ("WHERE substr(id, 1, 1) = '0'" if dialect != "mysql" else "WHERE LEFT(id, 1) = '0'"),
+    )
+    async with store.engine.connect() as connection:
+        if dialect == "postgresql":
+            await connection.exec_driver_sql("VACUUM (ANALYZE) sessions, chat_tasks, feedback")
+        elif dialect == "mysql":
+            result = await connection.exec_driver_sql(
+                "ANALYZE TABLE sessions, chat_tasks, feedback"
+            )
+            result.fetchall()
+    await settle(store)
+    return time.perf_counter() - started
+
+
+async def settle(store: SqlStore) -> None:
+    """Write the load out to disk, so that flushing it does not land in a measured window.
+
+    PostgreSQL: ``CHECKPOINT``; MariaDB: have InnoDB write its dirty pages (waiting up to 5
+    minutes); then ``sync`` the file system.
+    """
+    async with store.engine.connect() as connection:
+        if store.dialect == "postgresql":
+            await connection.exec_driver_sql("CHECKPOINT")
+        elif store.dialect == "mysql":
+            # InnoDB flushes lazily, never below its low-water mark when idle: ask it to
+            # flush everything for now, and put its setting back afterwards.
+            result = await connection.exec_driver_sql("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
+            setting = result.scalar()
+            await connection.exec_driver_sql("SET GLOBAL innodb_max_dirty_pages_pct = 0")
+            try:
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    result = await connection.exec_driver_sql(
+                        "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'"
+                    )
+                    row: Any = result.fetchall()[0]
+                    if int(row[1]) < 100:
+                        break
+                    await asyncio.sleep(0.5)
+            finally:
+                await connection.exec_driver_sql(
+                    f"SET GLOBAL innodb_max_dirty_pages_pct = {float(setting or 90)}"
+                )
+    await asyncio.to_thread(os.sync)
+
+
+async def count(store: SqlStore, table: Any, *where: Any) -> int:
+    async with store.engine.connect() as connection:
+        found = await connection.scalar(select(func.count()).select_from(table).where(*where))
+    return int(found or 0)
+
+
+async def server_version(store: SqlStore) -> str:
+    if store.dialect == "sqlite":
+        return f"SQLite {sqlite3.sqlite_version}"
+    async with store.engine.connect() as connection:
+        version = str(await connection.scalar(select(func.version())))
+    if store.dialect == "postgresql":
+        return " ".join(version.split()[:2])
+    return f"MariaDB {version.split('-')[0]}" if "mariadb" in version.lower() else version
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def literal(statement: Any, store: SqlStore) -> str:
+    dialect = store.engine.sync_engine.dialect
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+async def plans(store: SqlStore, cut: Cutoffs, size: int, mid: int) -> dict[str, str]:
+    """Each rule's batch statement explained on the loaded database (nothing deleted)."""
+    found: dict[str, str] = {}
+    async with store.engine.connect() as connection:
+        for rule in RULES:
+            for label, after in (("first batch", None), ("mid-run batch", mid)):
+                if after is not None and rule != "chat_tasks":
+                    continue
+                name = f"{rule}, {label}"
+                if rule == "idle_sessions":
+                    # A window of candidates by index range; the idle ones go by id.
+                    window = idle_window(cut, None, size)
+                    rows = (await connection.execute(window)).fetchall()
+                    parts = ["window of candidates:", await explain(connection, window, store)]
+                    if rows:
+                        doomed = delete_ids(rule, cut, rows)
+                        parts += ["DELETE by id:", await explain(connection, doomed, store)]
+                    found[name] = "\n".join(parts)
+                elif store.dialect == "postgresql":
+                    sql = literal(delete_batch(store.dialect, rule, cut, after, size), store)
+                    rows = await connection.exec_driver_sql("EXPLAIN (COSTS OFF) " + sql)
+                    found[name] = "\n".join(str(row[0]) for row in rows.fetchall())
+                elif store.dialect == "mysql":
+                    query = boundary_query(rule, cut, after, size)
+                    last = (await connection.execute(query)).fetchall()
+                    parts = [
+                        "SELECT (the key of the batch's last row), ANALYZE:",
+                        await mysql_explain(connection, literal(query, store), analyze=True),
+                    ]
+                    if last:
+                        sql = literal(delete_range(rule, cut, after, int(last[0][0]), size), store)
+                        parts += ["DELETE, EXPLAIN:", await mysql_explain(connection, sql)]
+                    found[name] = "\n".join(parts)
+    if store.dialect == "postgresql":
+        # The real thing, rolled back: rows actually read by the first chat-task batch.
+        async with store.engine.connect() as raw:
+            transaction = await raw.execution_options(isolation_level="READ COMMITTED")
+            await transaction.begin()
+            sql = literal(delete_batch(store.dialect, "chat_tasks", cut, None, size), store)
+            prefix = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+            rows = await transaction.exec_driver_sql(prefix + sql)
+            found["chat_tasks, first batch, EXPLAIN ANALYZE (rolled back)"] = "\n".join(
+                str(row[0]) for row in rows.fetchall()
+            )
+            await transaction.rollback()
+    return found
+
+
+async def explain(connection: Any, statement: Any, store: SqlStore) -> str:
+    """``statement``'s plan, in the form used for its database."""
+    sql = literal(statement, store)
+    if store.dialect == "mysql":
+        return await mysql_explain(connection, sql)
+    rows = await connection.exec_driver_sql("EXPLAIN (COSTS OFF) " + sql)
+    return "\n".join(str(row[0]) for row in rows.fetchall())
+
+
+async def mysql_explain(connection: Any, sql: str, *, analyze: bool = False) -> str:
+    """MariaDB's plan; ``analyze`` runs the statement too (r_rows: rows actually read)."""
+    result = await connection.exec_driver_sql(("ANALYZE " if analyze else "EXPLAIN ") + sql)
+    keys = list(result.keys())
+    columns = ("select_type", "table", "type", "key", "rows", "r_rows", "Extra")
+    wanted = [k for k in columns if k in keys]
+    table = [wanted] + [
+        ["NULL" if row[keys.index(k)] is None else str(row[keys.index(k)]) for k in wanted]
+        for row in result.fetchall()
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(wanted))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    )
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class Writers:
+    """Coroutines calling ``save_task`` on a fixed schedule; latencies in seconds."""
+
+    service: SessionService
+    count: int
+    rate: float
+    saved: int = 0
+    latencies: list[float] = field(default_factory=list)
+    conversations: list[tuple[str, str]] = field(default_factory=list)
+
+    async def setup(self) -> None:
+        for k in range(self.count):
+            user = f"bench-writer-{k}"
+            record = await self.service.create_session(user, name="live")
+            self.conversations.append((user, record.id))
+
+    async def run(self, until: asyncio.Event | float) -> list[float]:
+        """Save until ``until`` is set (or for that many seconds); this phase's latencies."""
+        self.latencies = []
+        stop = until if isinstance(until, asyncio.Event) else asyncio.Event()
+        timer = None
+        if not isinstance(until, asyncio.Event):
+            timer = asyncio.get_running_loop().call_later(until, stop.set)
+        await asyncio.gather(*(self._one(k, stop) for k in range(self.count)))
+        if timer is not None:
+            timer.cancel()
+        return self.latencies
+
+    async def _one(self, k: int, stop: asyncio.Event) -> None:
+        user, conversation = self.conversations[k]
+        interval = self.count / self.rate
+        loop = asyncio.get_running_loop()
+        due = loop.time() + interval * k / self.count
+        while not stop.is_set():
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.saved += 1
+            await self.service.save_task(
+                user,
+                conversation,
+                f"live-{k}-{self.saved}",
+                user_message=MESSAGE,
+                message_bubbles=[{"type": "text", "text": "reply " * 40}],
+                task_metadata={"n": self.saved},
+            )
+            self.latencies.append(loop.time() - due)
+            due += interval
+
+
+# --------------------------------------------------------------------------- one backend
+
+
+@dataclass
+class Result:
+    backend: str
+    version: str = ""
+    rows: int = 0
+    feedback_rows: int = 0
+    load_seconds: float = 0.0
+    deleted: int = 0
+    prune_seconds: float = 0.0
+    batches: int = 0
+    longest_batch: float = 0.0
+    alone: list[float] = field(default_factory=list)
+    during: list[float] = field(default_factory=list)
+    after: list[float] = field(default_factory=list)
+    plans: dict[str, str] = field(default_factory=dict)
+
+
+async def run_backend(backend: str, args: Args) -> Result:
+    result = Result(backend)
+    print(f"{LABELS[backend]}:", file=sys.stderr)
+    async with fresh_database(backend, args) as url:
+        config = ServiceConfig(type="sql", database_url=url, pool_size=10)
+        async with SessionService.from_config(config) as service:
+            store = service.store
+            assert isinstance(store, SqlStore)
+            result.version = await server_version(store)
+            now = now_ms()
+            base = now - 60 * DAY
+            result.load_seconds = await bulk_load(store, args.rows, base)
+            result.rows = await count(store, chat_tasks)
+            result.feedback_rows = await count(store, feedback)
+            retention = RetentionConfig(
+                task_retention_days=1,
+                feedback_retention_days=1,
+                session_retention_days=30,
+                batch_size=args.batch_size,
+            )
+            cut = Cutoffs(now=now, tasks=now - DAY, feedback=now - DAY, idle=now - 30 * DAY)
+            middle = base + 29 * DAY // 2
+            result.plans = await plans(store, cut, args.batch_size, middle)
+
+            writers = Writers(service, args.writers, args.rate)
+            await writers.setup()
+            print("  warming up", file=sys.stderr)
+            await writers.run(2.0)
+            print(f"  save_task without a prune for {args.seconds:g} s", file=sys.stderr)
+            result.alone = list(await writers.run(args.seconds))
+            print("  save_task during the prune", file=sys.stderr)
+            done = asyncio.Event()
+            load = asyncio.create_task(writers.run(done))
+            try:
+                report = await prune(service, retention=retention, pause=args.pause)
+            finally:
+                done.set()
+                result.during = list(await load)
+            result.deleted, result.prune_seconds = report.chat_tasks, report.duration
+            result.batches, result.longest_batch = report.batches, report.longest_batch
+            print(f"  save_task after the prune for {args.seconds:g} s", file=sys.stderr)
+            result.after = list(await writers.run(args.seconds))
+
+            left = await count(store, chat_tasks, chat_tasks.c.id.not_like("live-%"))
+            live = await count(store, chat_tasks, chat_tasks.c.id.like("live-%"))
+            if left or live != writers.saved:
+                raise BenchError(f"{left} old tasks left, {live}/{writers.saved} live tasks kept")
+            if result.deleted != result.rows:
+                raise BenchError(f"pruned {result.deleted} of {result.rows} tasks")
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def results_table(results: Sequence[Result]) -> str:
+    head = [
+        "backend",
+        "tasks pruned",
+        "prune time",
+        "rows/s",
+        "batches",
+        "longest batch",
+        "save_task p50 / p99 before",
+        "p50 / p99 during prune",
+        "p50 / p99 after",
+        "p99 during ÷ before",
+        f"≤ {TARGET:g}x",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for result in results:
+        ratio = percentile(result.during, 0.99) / percentile(result.alone, 0.99)
+        cells = [
+            LABELS[result.backend],
+            f"{result.deleted:,}",
+            f"{result.prune_seconds:.1f} s",
+            f"{result.deleted / result.prune_seconds:,.0f}",
+            f"{result.batches:,}",
+            ms(result.longest_batch),
+            f"{ms(statistics.median(result.alone))} / {ms(percentile(result.alone, 0.99))}",
+            f"{ms(statistics.median(result.during))} / {ms(percentile(result.during, 0.99))}",
+            f"{ms(statistics.median(result.after))} / {ms(percentile(result.after, 0.99))}",
+            f"{ratio:.2f}x",
+            "PASS" if ratio <= TARGET else "FAIL",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_section(results: Sequence[Result], args: Args) -> str:
+    servers = ", ".join(result.version for result in results)
+    drivers = ", ".join(
+        f"{dist} {version_of(dist)}"
+        for dist in ("agentsession", "SQLAlchemy", "asyncpg", "aiomysql")
+    )
+    loads = "; ".join(
+        f"{LABELS[r.backend]} {r.rows:,} tasks + {r.feedback_rows:,} feedback in "
+        f"{r.load_seconds:.0f} s"
+        for r in results
+    )
+    body = [
+        "Command:",
+        "",
+        "```",
+        command_line(),
+        "```",
+        "",
+        f"A fresh database per backend with {args.rows:,} chat tasks 31-60 days old (random "
+        f"ids, so primary-key order is not age order) in {CONVERSATIONS:,} conversations, "
+        "~550 bytes of text each, and feedback on one task in sixteen; the load is then "
+        "written out (PostgreSQL `CHECKPOINT`, InnoDB's dirty pages flushed, `sync`). "
+        f"`prune()` (`task_retention_days=1`, `batch_size={args.batch_size}`, "
+        f"`pause={args.pause:g}`: after each batch it rests {args.pause:g} times as long as "
+        "the batch took) deletes them all; their feedback goes by ON DELETE CASCADE, "
+        "uncounted. Throughout, in the same process and event loop, "
+        f"{args.writers} coroutines call `save_task` (new tasks in their own live "
+        f"conversations) on a fixed schedule, {args.rate:g} calls/s in all; a call's latency "
+        "runs from its scheduled time to its answer. *Before* and *after* are "
+        f"{args.seconds:g} s of that load without a prune, just before and just after it "
+        "(*after* shows the database catching up: writing back what the prune changed). "
+        "*Longest batch* is one statement on PostgreSQL, a one-row SELECT plus a DELETE on "
+        f"MariaDB. Target: save_task p99 during the prune ≤ {TARGET:g}x its p99 before.",
+        "",
+        results_table(results),
+        "",
+        f"Loaded: {loads}.",
+        "",
+        "### Plans",
+        "",
+        "Each rule's batch statement, explained on the loaded database before the prune. "
+        "PostgreSQL: the one statement of a batch, `WITH gone AS (DELETE ... WHERE id = "
+        "ANY(ARRAY(SELECT id ... ORDER BY key LIMIT n)) AND <rule> RETURNING key) SELECT "
+        "count(*), max(key) FROM gone`, with `EXPLAIN (COSTS OFF)`, and the first chat-task "
+        "batch once more with `EXPLAIN ANALYZE` in a transaction rolled back. MariaDB: the "
+        "one-row `SELECT key ... ORDER BY key LIMIT 1 OFFSET n-1` with `ANALYZE` (`r_rows`: "
+        "rows actually read; `rows` is the optimizer's estimate of the whole range), then "
+        "`EXPLAIN` of the `DELETE ... WHERE key BETWEEN <previous key> AND <that key> AND "
+        "<rule> LIMIT n`. The mid-run batch starts its index range where the previous batch "
+        "stopped. The rule is re-checked in each DELETE with its time column written `col + "
+        "0`, so that the planner reaches the rows by the batch's ids or key range, not by a "
+        "scan of every old row. Idle conversations go in two statements on every database: "
+        "a window of the next n candidates by `(updated_time, id)` (an index range), then "
+        "a DELETE by id of those that are idle (no recent task, found through the "
+        "`session_id` index). `feedback` holds only feedback on old tasks, which the "
+        "chat-task rule takes along, so by its turn that rule finds nothing; the sessions "
+        "here are recent, so the session rules find nothing either (their plans are what "
+        "matters).",
+        "",
+    ]
+    for result in results:
+        if result.backend == "sqlite":
+            continue
+        body += [f"{LABELS[result.backend]}:", ""]
+        for name, plan in result.plans.items():
+            body += [f"`{name}`:", "", "```", plan, "```", ""]
+    body += [
+        f"Environment: Python {platform.python_version()}, {drivers}; {servers}; servers on "
+        f"the same machine (127.0.0.1), default server settings; {platform.system()} "
+        f"{platform.machine()}, {os.cpu_count()} CPUs.",
+        "",
+    ]
+    return "\n".join([SECTION_TITLE, BEGIN_MARKER, "", *body, END_MARKER, ""])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+class Args(argparse.Namespace):
+    backends: list[str]
+    rows: int
+    batch_size: int
+    pause: float
+    writers: int
+    rate: float
+    seconds: float
+    postgres_url: str | None
+    mysql_url: str | None
+    markdown: Path | None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--backends",
+        type=backend_list,
+        default=["postgresql", "mysql"],
+        help="comma-separated, from sqlite,postgresql,mysql (default: postgresql,mysql)",
+    )
+    parser.add_argument(
+        "--rows", type=positive_int, default=1_000_000, help="old chat tasks (default 1000000)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=1000, help="default 1000")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=BATCH_PAUSE,
+        help="rest after each batch, as a multiple of the batch's duration "
+        f"(default {BATCH_PAUSE:g}, the package's)",
+    )
+    parser.add_argument("--writers", type=positive_int, default=4, help="default 4")
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="save_task calls per second (default 200)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=30.0,
+        help="length of the phases without a prune, before and after it (default 30)",
+    )
+    parser.add_argument("--postgres-url", default=None)
+    parser.add_argument("--mysql-url", default=None)
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"also write the results as the '{SECTION_TITLE[3:]}' section of PATH",
+    )
+    return parser.parse_args(argv, namespace=Args())
+
+
+async def run(args: Args) -> list[Result]:
+    return [await run_backend(backend, args) for backend in args.backends]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        results = asyncio.run(run(args))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    section = render_section(results, args)
+    print(section)
+    if args.markdown is not None:
+        write_section(args.markdown, SECTION_TITLE, section)
+        print(f"(written to {args.markdown})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

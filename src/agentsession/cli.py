@@ -1,0 +1,301 @@
+"""The ``agentsession`` command (DESIGN §6): ``migrate``, ``prune [--dry-run]``, ``stats``.
+
+The configuration comes from ``--config FILE`` (with environment overrides) or from
+the environment alone. Exit status: 0 done; 1 the database is unavailable, not
+migrated, or busy with another instance's prune; 2 bad configuration (the message
+names the key) or a memory store, which has nothing to work on outside the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from sqlalchemy import func, select
+
+from agentsession.config import AgentSessionConfig, load_config
+from agentsession.db.engine import create_engine, mask_url
+from agentsession.db.lease import holder_query
+from agentsession.db.migrate import current_revision, head_revision, migrate
+from agentsession.db.schema import chat_tasks, feedback, sessions
+from agentsession.errors import ConfigError, StoreUnavailable
+from agentsession.retention import BATCH_PAUSE, LEASE_NAME, PruneReport, prune
+from agentsession.service import SessionService, now_ms
+
+__all__ = ["main"]
+
+_DAY_MS = 86_400_000
+
+
+class _Failed(Exception):
+    """Stops a command with an exit status and a message for stderr."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if config.session_service.type != "sql":
+            raise _Failed(
+                2,
+                f"{args.command} works on a SQL database, but session_service.type is "
+                "'memory' (its data lives inside each app process): set "
+                "SESSION_DATABASE_URL or session_service.database_url",
+            )
+        command = {"migrate": _migrate, "prune": _prune, "stats": _stats}[args.command]
+        return asyncio.run(command(config, args))
+    except ConfigError as error:
+        return _exit(2, f"configuration error: {error}")
+    except StoreUnavailable as error:
+        return _exit(1, f"the database is unavailable: {error}")
+    except _Failed as failed:
+        return _exit(failed.status, str(failed))
+    except KeyboardInterrupt:
+        return _exit(130, "interrupted (batches already deleted stay deleted)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentsession",
+        description="Maintain an agentsession database: migrations, retention, statistics.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML configuration file (environment overrides apply); "
+        "default: the environment alone (SESSION_DATABASE_URL, DATA_RETENTION_*)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("migrate", help="bring the database schema to the newest revision")
+    pruning = commands.add_parser(
+        "prune", help="delete the rows data_retention says are old, now, and report counts"
+    )
+    pruning.add_argument("--dry-run", action="store_true", help="count only; delete nothing")
+    pruning.add_argument(
+        "--pause",
+        type=_ratio,
+        default=BATCH_PAUSE,
+        metavar="RATIO",
+        help="after each batch, rest RATIO times as long as it took, so that the app keeps "
+        f"the database (default {BATCH_PAUSE:g}; 0 runs flat out)",
+    )
+    pruning.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: when stderr is a terminal)",
+    )
+    commands.add_parser("stats", help="row counts and the oldest row of each table")
+    return parser
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
+    return value
+
+
+def _exit(status: int, message: str) -> int:
+    print(f"agentsession: {message}", file=sys.stderr)
+    return status
+
+
+def _url(config: AgentSessionConfig) -> str:
+    url = config.session_service.database_url
+    assert url is not None  # the configuration checked it for type sql
+    return url
+
+
+# migrate
+
+
+async def _migrate(config: AgentSessionConfig, args: argparse.Namespace) -> int:
+    url = _url(config)
+    engine = create_engine(url, pool_size=1)
+    try:
+        before = await current_revision(engine)
+        applied = await migrate(engine)
+    finally:
+        await engine.dispose()
+    head = await asyncio.to_thread(head_revision)
+    if applied:
+        print(f"{mask_url(url)}: migrated from {before or 'an empty database'} to {head}")
+    else:
+        print(f"{mask_url(url)}: already at {head}")
+    return 0
+
+
+async def _check_migrated(config: AgentSessionConfig) -> None:
+    """Refuse to work on a database the migrations have not reached (and change nothing)."""
+    engine = create_engine(_url(config), pool_size=1)
+    try:
+        revision = await current_revision(engine)
+    finally:
+        await engine.dispose()
+    head = await asyncio.to_thread(head_revision)
+    if revision != head:
+        raise _Failed(
+            1,
+            f"{mask_url(_url(config))} is at revision {revision or '(none)'}, not {head}: "
+            "run `agentsession migrate` first (or start the app once)",
+        )
+
+
+# prune
+
+
+async def _prune(config: AgentSessionConfig, args: argparse.Namespace) -> int:
+    await _check_migrated(config)
+    retention = config.data_retention
+    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    async with SessionService.from_config(config) as service:
+        bar: _ProgressBar | None = None
+        if show and not args.dry_run:
+            planned = await prune(service, retention=retention, dry_run=True)
+            if planned.total:
+                bar = _ProgressBar(planned.total, sys.stderr)
+        try:
+            report = await prune(
+                service,
+                retention=retention,
+                dry_run=args.dry_run,
+                on_batch=None if bar is None else bar.advance,
+                pause=args.pause,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+    if report.skipped is not None:
+        raise _Failed(1, f"{report.skipped}; nothing was deleted, try again later")
+    print(_prune_table(report))
+    return 0
+
+
+def _prune_table(report: PruneReport) -> str:
+    verb = "would delete" if report.dry_run else "deleted"
+    rows = [
+        ("chat_tasks", report.chat_tasks),
+        ("feedback", report.feedback),
+        ("sessions (expired)", report.expired_sessions),
+        ("sessions (idle)", report.idle_sessions),
+    ]
+    lines = [f"{'table':<20} {verb:>14}"]
+    lines += [f"{name:<20} {count:>14,}" for name, count in rows]
+    summary = f"{verb} {report.total:,} rows in {report.duration:.2f} s"
+    if report.batches:
+        summary += f" ({report.batches:,} batches, longest {report.longest_batch * 1000:.0f} ms)"
+    lines.append(summary)
+    lines.append("(a conversation's tasks and feedback go with it and are not counted again)")
+    return "\n".join(lines)
+
+
+class _ProgressBar:
+    """A one-line bar on a terminal: rows deleted of those counted before the run."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream
+        self.started = time.monotonic()
+        self.drawn = 0.0
+        self._draw()
+
+    def advance(self, rule: str, rows: int) -> None:
+        self.done += rows
+        if time.monotonic() - self.drawn >= 0.1:
+            self._draw()
+
+    def close(self) -> None:
+        self._draw()
+        self.stream.write("\n")
+        self.stream.flush()
+
+    def _draw(self) -> None:
+        self.drawn = time.monotonic()
+        share = min(1.0, self.done / self.total)
+        filled = int(share * self.WIDTH)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        elapsed = self.drawn - self.started
+        self.stream.write(
+            f"\rpruning [{bar}] {share:4.0%} {self.done:,}/{self.total:,} rows {elapsed:.1f} s"
+        )
+        self.stream.flush()
+
+
+# stats
+
+
+async def _stats(config: AgentSessionConfig, args: argparse.Namespace) -> int:
+    await _check_migrated(config)
+    url = _url(config)
+    engine = create_engine(url, pool_size=1)
+    now = now_ms()
+    try:
+        async with engine.connect() as connection:
+            table_rows = []
+            for table, column in (
+                (sessions, sessions.c.updated_time),
+                (chat_tasks, chat_tasks.c.updated_time),
+                (feedback, feedback.c.created_time),
+            ):
+                count, oldest = (
+                    await connection.execute(
+                        select(func.count(), func.min(column)).select_from(table)
+                    )
+                ).one()
+                table_rows.append((table.name, column.name, int(count), oldest))
+            expired = await connection.scalar(
+                select(func.count()).select_from(sessions).where(sessions.c.expires_at <= now)
+            )
+            lease = (await connection.execute(holder_query(LEASE_NAME))).first()
+    finally:
+        await engine.dispose()
+    print(f"database: {mask_url(url)}")
+    print(f"{'table':<12} {'rows':>12}  {'oldest (UTC)':<20} {'age':>10}  by")
+    for name, column_name, count, oldest in table_rows:
+        when = "-" if oldest is None else _utc(int(oldest))
+        age = "-" if oldest is None else f"{(now - int(oldest)) / _DAY_MS:.1f} d"
+        print(f"{name:<12} {count:>12,}  {when:<20} {age:>10}  {column_name}")
+    print(f"expired conversations waiting for the next prune: {int(expired or 0):,}")
+    retention = config.data_retention
+
+    def days(value: int) -> str:
+        return "kept forever" if value == 0 else f"{value} d"
+
+    print(
+        f"retention: {'enabled' if retention.enabled else 'disabled'}; chat tasks "
+        f"{days(retention.task_retention_days)}, feedback "
+        f"{days(retention.feedback_retention_days)}, idle conversations "
+        f"{days(retention.session_retention_days)}; every "
+        f"{retention.cleanup_interval_hours:g} h in batches of {retention.batch_size:,}"
+    )
+    if lease is None:
+        print("retention lease: never taken")
+    elif int(lease[1]) > now:
+        print(f"retention lease: held by {lease[0]} until {_utc(int(lease[1]))} UTC (pruning now)")
+    else:
+        print(f"retention lease: free (last held by {lease[0]}, until {_utc(int(lease[1]))} UTC)")
+    return 0
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The SQL of the retention rules: which rows are old, and one batch of deleting them.
+
+Rules run in ``RULES`` order. Each one walks an index oldest first (its ``key``
+column) in batches, and the next batch starts its index range at the largest key
+deleted, so rows deleted earlier are never read again. On PostgreSQL and SQLite a
+batch is one statement, ``DELETE ... WHERE id IN (SELECT id ... ORDER BY key LIMIT
+n)``. MySQL cannot LIMIT such a subquery: there a batch reads the key of the n-th old
+row (one row), then deletes ``WHERE key BETWEEN ... LIMIT n``. Every DELETE re-checks
+the rule, so a row made young meanwhile stays. Deleting a conversation deletes its
+tasks and feedback, and a task its feedback (ON DELETE CASCADE); those are not
+counted again.
+
+Idle conversations are the exception: whether one is idle depends on its tasks,
+which no index of ``sessions`` can answer, and a planner that cannot estimate how
+many candidates pass reads them all, batch after batch. So that rule walks a
+*window*: the next ``n`` candidates by ``(updated_time, id)`` (``idle_window``, an
+index range and nothing else), then deletes those of them that are idle by id
+(``delete_ids``); the next window starts after the last candidate, kept or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Select,
+    Table,
+    and_,
+    any_,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.sql.selectable import NamedFromClause
+
+from agentsession.db.schema import chat_tasks, feedback, sessions
+
+__all__ = [
+    "RULES",
+    "Cutoffs",
+    "boundary_query",
+    "count_query",
+    "delete_batch",
+    "delete_ids",
+    "delete_range",
+    "idle_window",
+    "select_batch",
+]
+
+#: The rules in the order they run; each name is also a ``PruneReport`` field.
+RULES = ("chat_tasks", "feedback", "expired_sessions", "idle_sessions")
+
+
+@dataclass(frozen=True, slots=True)
+class Cutoffs:
+    """What is old, in epoch ms: rows strictly before a cutoff go; None keeps them all."""
+
+    now: int
+    tasks: int | None
+    feedback: int | None
+    idle: int | None
+
+    def enabled(self, rule: str) -> bool:
+        """Whether ``rule`` deletes anything with these cutoffs."""
+        if rule == "chat_tasks":
+            return self.tasks is not None
+        if rule == "feedback":
+            return self.feedback is not None
+        if rule == "idle_sessions":
+            return self.idle is not None
+        return True
+
+
+def _table(rule: str) -> Table:
+    return {"chat_tasks": chat_tasks, "feedback": feedback}.get(rule, sessions)
+
+
+def _key(rule: str, table: NamedFromClause) -> ColumnElement[int]:
+    """The indexed time column a rule walks oldest first."""
+    name = {"feedback": "created_time", "expired_sessions": "expires_at"}.get(rule, "updated_time")
+    column: ColumnElement[int] = table.c[name]
+    return column
+
+
+def _old(
+    rule: str, table: NamedFromClause, cut: Cutoffs, *, recheck: bool = False
+) -> ColumnElement[bool]:
+    """The rule's condition on a row of ``table`` (the rule's table or an alias of it).
+
+    ``recheck``: the condition only re-checks rows already picked by id, so its time
+    column is wrapped (``+ 0``) where no planner can use it: the ids' primary key
+    must be the way in, not a range scan over every old row.
+    """
+    c = table.c
+
+    def time(name: str) -> ColumnElement[int]:
+        column: ColumnElement[int] = c[name]
+        return column + 0 if recheck else column
+
+    if rule == "chat_tasks":
+        assert cut.tasks is not None
+        return time("updated_time") < cut.tasks
+    if rule == "feedback":
+        assert cut.feedback is not None
+        return time("created_time") < cut.feedback
+    if rule == "expired_sessions":
+        return time("expires_at") <= cut.now
+    assert cut.idle is not None
+    # Idle: not updated, viewed, nor a task saved since the cutoff; not expired (the
+    # expiry rule, which runs first, takes those). Tasks older than the task cutoff
+    # are gone by now (that rule runs first), so they never count as activity.
+    # A recent task is looked for conversation by conversation, through the
+    # session_id index (``+ 0`` keeps the planner off the updated_time index, which
+    # would read every recent task). It is a scalar subquery, not NOT EXISTS: no
+    # planner turns it into an anti-join, which PostgreSQL would run as a hash join
+    # over every recent task of every conversation, batch after batch.
+    active_since = cut.idle if cut.tasks is None else max(cut.idle, cut.tasks)
+    recent_task = (
+        select(literal(1))
+        .where(chat_tasks.c.session_id == c.id, chat_tasks.c.updated_time + 0 >= active_since)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return and_(
+        time("updated_time") < cut.idle,
+        or_(c.last_viewed_at.is_(None), c.last_viewed_at < cut.idle),
+        or_(c.expires_at.is_(None), c.expires_at > cut.now),
+        recent_task.is_(None),
+    )
+
+
+def idle_window(cut: Cutoffs, after: tuple[int, str] | None, limit: int) -> Select[Any]:
+    """The next ``limit`` idle-rule candidates after ``after``: ``(id, updated_time)``.
+
+    Candidates are conversations not updated since the idle cutoff, in
+    ``(updated_time, id)`` order: one range of the ``updated_time`` index, which
+    holds the primary key too. ``delete_ids`` then deletes the idle ones.
+    """
+    assert cut.idle is not None
+    key = sessions.c.updated_time
+    condition: ColumnElement[bool] = key < cut.idle
+    if after is not None:
+        # Spelled out (not a row comparison), so that MySQL ranges over the index too.
+        later = or_(key > after[0], and_(key == after[0], sessions.c.id > after[1]))
+        condition = and_(key >= after[0], later, condition)
+    return select(sessions.c.id, key).where(condition).order_by(key, sessions.c.id).limit(limit)
+
+
+def select_batch(rule: str, cut: Cutoffs, after: int | None, limit: int) -> Select[Any]:
+    """The next ``limit`` old rows of ``rule``, oldest first: ``(id, key)``."""
+    table = _table(rule).alias("batch")
+    key = _key(rule, table)
+    condition = _old(rule, table, cut)
+    if after is not None:
+        condition = and_(key >= after, condition)
+    return select(table.c.id, key).where(condition).order_by(key).limit(limit)
+
+
+def delete_batch(
+    dialect: str, rule: str, cut: Cutoffs, after: int | None, limit: int
+) -> Executable:
+    """PostgreSQL and SQLite: delete the next batch in one statement.
+
+    PostgreSQL returns one row, ``(count, max key)``, from ``WITH gone AS (DELETE ...
+    WHERE id = ANY(ARRAY(SELECT id ... LIMIT n)) RETURNING key)``: the array is
+    computed once, then each id is a primary-key lookup (with ``IN (SELECT ...)`` the
+    planner may hash-join against a scan of the whole table). SQLite returns the keys.
+    """
+    table = _table(rule)
+    key = _key(rule, table)
+    batch = select_batch(rule, cut, after, limit)
+    ids = batch.with_only_columns(batch.selected_columns[0])
+    recheck = _old(rule, table, cut, recheck=True)
+    if dialect != "postgresql":
+        return delete(table).where(table.c.id.in_(ids), recheck).returning(key)
+    chosen = table.c.id == any_(func.array(ids.scalar_subquery()))
+    gone = delete(table).where(chosen, recheck).returning(key.label("key")).cte("gone")
+    return select(func.count(), func.max(gone.c.key))
+
+
+def boundary_query(rule: str, cut: Cutoffs, after: int | None, limit: int) -> Select[Any]:
+    """MySQL: the key of the ``limit``-th old row from ``after`` on (none: fewer are left).
+
+    One row read from the key index, so a batch never brings its ids to the client.
+    """
+    batch = select_batch(rule, cut, after, limit)
+    key = batch.selected_columns[1]
+    return batch.with_only_columns(key).offset(limit - 1).limit(1)
+
+
+def delete_range(rule: str, cut: Cutoffs, after: int | None, upto: int, limit: int) -> Executable:
+    """MySQL: delete at most ``limit`` old rows with ``after <= key <= upto``.
+
+    Both ends of the range are given, so the optimizer reads the key index over the
+    batch alone (an open-ended range may get a full scan, which waits for every row
+    lock the app holds).
+    """
+    table = _table(rule)
+    key = _key(rule, table)
+    bounds = key <= upto if after is None else key.between(after, upto)
+    return (
+        delete(table)
+        .where(bounds, _old(rule, table, cut, recheck=True))
+        .with_dialect_options(mysql_limit=limit)
+    )
+
+
+def delete_ids(rule: str, cut: Cutoffs, rows: Sequence[Any]) -> Executable:
+    """Delete those of the ``(id, key)`` rows (from ``select_batch`` or ``idle_window``)
+    that the rule still finds old: MySQL's last (short) batch, and every idle batch.
+
+    The batch's key range and a LIMIT are spelled out beside the ids: without them
+    MariaDB may pick a full table scan over many primary-key lookups once the table
+    is small.
+    """
+    table = _table(rule)
+    key = _key(rule, table)
+    keys = [int(row[1]) for row in rows]
+    return (
+        delete(table)
+        .where(
+            table.c.id.in_([row[0] for row in rows]),
+            key.between(min(keys), max(keys)),
+            _old(rule, table, cut, recheck=True),
+        )
+        .with_dialect_options(mysql_limit=len(rows))
+    )
+
+
+def count_query(rule: str, cut: Cutoffs) -> Select[Any]:
+    """How many rows ``rule`` would delete, running after the rules before it (dry run).
+
+    Rules before it change nothing it looks at, except that old tasks take their
+    feedback along: the feedback rule counts only feedback whose task stays.
+    """
+    table = _table(rule)
+    query = select(func.count()).select_from(table).where(_old(rule, table, cut))
+    if rule == "feedback" and cut.tasks is not None:
+        query = query.join(chat_tasks, chat_tasks.c.id == feedback.c.task_id).where(
+            chat_tasks.c.updated_time >= cut.tasks
+        )
+    return query

@@ -1,0 +1,516 @@
+"""Retention (DESIGN §5): ``prune()`` deletes old rows; ``RetentionScheduler`` runs it.
+
+A run deletes, in this order: chat tasks not updated for ``task_retention_days``,
+feedback older than ``feedback_retention_days``, conversations past their
+``expires_at``, and conversations idle for ``session_retention_days`` (0 days: that
+rule is off). On SQL stores it walks each index oldest first in batches of at most
+``batch_size`` rows, each batch one short statement (see ``db.prune``), resting
+between batches so that the app's own statements keep most of the database; it holds
+the ``retention`` lease (``db.lease``) so that one instance at a time prunes, renews
+it as it goes and lets it go at the end. On the memory store the same rules run in
+one pass over the process's own data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Executable
+
+from agentsession.config import AgentSessionConfig, RetentionConfig
+from agentsession.db.lease import (
+    Holder,
+    acquire_statement,
+    holder_query,
+    lease_taken,
+    release_statement,
+)
+from agentsession.db.prune import (
+    RULES,
+    Cutoffs,
+    boundary_query,
+    count_query,
+    delete_batch,
+    delete_ids,
+    delete_range,
+    idle_window,
+    select_batch,
+)
+from agentsession.errors import AgentSessionError, StoreUnavailable
+from agentsession.service import SessionService, now_ms
+from agentsession.stores.memory import MemoryStore
+from agentsession.stores.sql import SqlStore
+
+__all__ = ["LEASE_NAME", "PruneReport", "RetentionScheduler", "prune"]
+
+logger = logging.getLogger("agentsession.retention")
+
+#: The ``agentsession_leases`` row that one pruning instance at a time holds.
+LEASE_NAME = "retention"
+#: Seconds a lease lasts unless renewed: how long a crashed holder blocks the others.
+LEASE_TTL = 300.0
+#: Seconds one batch statement may take before the run fails with ``StoreUnavailable``.
+BATCH_TIMEOUT = 60.0
+#: The lease is renewed before the batch that comes once 1/RENEW_SHARE of it has passed.
+RENEW_SHARE = 4
+#: After each batch a run rests this many times as long as the batch took, so that it
+#: takes at most a quarter of the database's time from the app.
+BATCH_PAUSE = 3.0
+#: Seconds a batch should take: a slower one halves the next batch (down to
+#: ``MIN_BATCH`` rows), a much faster one doubles it (up to ``batch_size``), so that the
+#: app's statements never wait long behind one.
+BATCH_TIME = 0.02
+MIN_BATCH = 100
+_DAY_MS = 86_400_000
+
+#: ``on_batch(rule, rows)``: called after each batch (``rule`` is a ``RULES`` name).
+BatchCallback = Callable[[str, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What one run deleted (or, with ``dry_run``, would delete), rule by rule.
+
+    A conversation's tasks and feedback go with it and are not counted again.
+    ``complete`` is False when the run stopped early (shutdown, or the lease was
+    lost); ``skipped`` says why nothing ran (another instance holds the lease).
+    """
+
+    chat_tasks: int = 0
+    feedback: int = 0
+    expired_sessions: int = 0
+    idle_sessions: int = 0
+    duration: float = 0.0
+    batches: int = 0
+    longest_batch: float = 0.0
+    dry_run: bool = False
+    complete: bool = True
+    skipped: str | None = None
+
+    @property
+    def sessions(self) -> int:
+        """Conversations deleted: expired plus idle."""
+        return self.expired_sessions + self.idle_sessions
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows per table: ``{"chat_tasks": ..., "feedback": ..., "sessions": ...}``."""
+        return {"chat_tasks": self.chat_tasks, "feedback": self.feedback, "sessions": self.sessions}
+
+    @property
+    def total(self) -> int:
+        """Rows deleted by all rules together."""
+        return self.chat_tasks + self.feedback + self.sessions
+
+    def summary(self) -> str:
+        """One line for the log: counts, duration, batches."""
+        if self.skipped is not None:
+            return f"retention run skipped: {self.skipped}"
+        verb = "would delete" if self.dry_run else "deleted"
+        line = (
+            f"retention{' dry run' if self.dry_run else ''}: {verb} {self.chat_tasks} chat "
+            f"tasks, {self.feedback} feedback, {self.expired_sessions} expired and "
+            f"{self.idle_sessions} idle conversations in {self.duration:.2f} s"
+        )
+        if self.batches:
+            line += f" ({self.batches} batches, longest {self.longest_batch * 1000:.0f} ms)"
+        return line if self.complete else line + "; stopped before the end"
+
+
+async def prune(
+    target: AgentSessionConfig | SessionService,
+    *,
+    dry_run: bool = False,
+    retention: RetentionConfig | None = None,
+    now: int | None = None,
+    on_batch: BatchCallback | None = None,
+    pause: float = BATCH_PAUSE,
+    lease_ttl: float = LEASE_TTL,
+) -> PruneReport:
+    """Run the retention rules once and report what was deleted.
+
+    ``target``: a configuration (its store is opened, migrated and closed here; its
+    ``data_retention`` applies) or a ``SessionService`` (``retention`` applies, else
+    ``data_retention`` from the environment and the defaults). ``now`` (epoch ms) is
+    the instant the cutoffs count back from. ``dry_run`` counts without deleting.
+    ``pause``: after each batch, rest this many times as long as it took (0: none).
+    Raises ``StoreUnavailable`` when the database fails.
+    """
+    if isinstance(target, AgentSessionConfig):
+        async with SessionService.from_config(target) as service:
+            return await prune(
+                service,
+                dry_run=dry_run,
+                retention=retention or target.data_retention,
+                now=now,
+                on_batch=on_batch,
+                pause=pause,
+                lease_ttl=lease_ttl,
+            )
+    if retention is None:
+        retention = AgentSessionConfig.from_mapping({}).data_retention
+    await target.start()  # a no-op when started; else migrates, as the service's calls do
+    run = _Run(
+        target,
+        retention,
+        dry_run=dry_run,
+        now=now,
+        on_batch=on_batch,
+        pause=pause,
+        lease_ttl=lease_ttl,
+    )
+    return await run.execute()
+
+
+def cutoffs(retention: RetentionConfig, now: int) -> Cutoffs:
+    """The cutoffs of ``retention`` at ``now`` (0 days: that rule is off)."""
+
+    def before(days: int) -> int | None:
+        return None if days == 0 else now - days * _DAY_MS
+
+    return Cutoffs(
+        now=now,
+        tasks=before(retention.task_retention_days),
+        feedback=before(retention.feedback_retention_days),
+        idle=before(retention.session_retention_days),
+    )
+
+
+@dataclass(eq=False)
+class _Run:
+    """One run of ``prune``; its counters are readable while it runs."""
+
+    service: SessionService
+    retention: RetentionConfig
+    dry_run: bool = False
+    now: int | None = None
+    on_batch: BatchCallback | None = None
+    pause: float = BATCH_PAUSE
+    lease_ttl: float = LEASE_TTL
+    owner: str = field(default_factory=lambda: new_owner())
+    stop: asyncio.Event | None = None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
+    batches: int = 0
+    longest: float = 0.0
+    complete: bool = True
+    started: float = field(default_factory=time.monotonic)
+    renew_at: int = 0
+
+    def report(self, *, skipped: str | None = None) -> PruneReport:
+        return PruneReport(
+            **self.counts,
+            duration=time.monotonic() - self.started,
+            batches=self.batches,
+            longest_batch=self.longest,
+            dry_run=self.dry_run,
+            complete=self.complete,
+            skipped=skipped,
+        )
+
+    async def execute(self) -> PruneReport:
+        self.started = time.monotonic()
+        cut = cutoffs(self.retention, now_ms() if self.now is None else self.now)
+        store = self.service.store
+        if isinstance(store, SqlStore):
+            return await self._sql(store, cut)
+        if isinstance(store, MemoryStore):
+            found = await store.prune(
+                cut.now,
+                tasks_before=cut.tasks,
+                feedback_before=cut.feedback,
+                idle_before=cut.idle,
+                dry_run=self.dry_run,
+            )
+            self.counts.update(found)
+        else:
+            sweep = getattr(store, "sweep", None)
+            if sweep is None:
+                raise TypeError(f"prune() does not know how to prune {type(store).__name__}")
+            if not self.dry_run:
+                self.counts["expired_sessions"] = int(await sweep(cut.now))
+        report = self.report()
+        logger.info("%s", report.summary())
+        return report
+
+    # SQL
+
+    async def _sql(self, store: SqlStore, cut: Cutoffs) -> PruneReport:
+        if self.dry_run:
+            for rule in RULES:
+                if cut.enabled(rule):
+                    rows = await self._execute(store, count_query(rule, cut), fetch=True)
+                    self.counts[rule] = int(rows[0][0])
+            report = self.report()
+            logger.info("%s", report.summary())
+            return report
+        if not await self._take_lease(store):
+            holder = await self._holder(store)
+            report = self.report(skipped=_busy(holder))
+            logger.info("%s", report.summary())
+            return report
+        try:
+            logger.debug("retention run started by %s", self.owner)
+            for rule in RULES:
+                if not cut.enabled(rule):
+                    continue
+                if not await self._rule(store, rule, cut):
+                    self.complete = False
+                    break
+            report = self.report()
+            logger.info("%s", report.summary())
+            return report
+        finally:
+            with contextlib.suppress(Exception):
+                await self._execute(store, release_statement(LEASE_NAME, self.owner, now_ms()))
+
+    async def _rule(self, store: SqlStore, rule: str, cut: Cutoffs) -> bool:
+        """Delete the rule's rows batch by batch; False if stopped or the lease was lost."""
+        largest = self.retention.batch_size
+        smallest = min(largest, MIN_BATCH)
+        size = largest
+        after: int | None = None
+        window: tuple[int, str] | None = None  # idle_sessions: the last candidate seen
+        while True:
+            if self.stop is not None and self.stop.is_set():
+                return False
+            if not await self._keep_lease(store):
+                holder = await self._holder(store)
+                logger.warning("retention run stopped: the lease was lost (%s)", _busy(holder))
+                return False
+            started = time.monotonic()
+            if rule == "idle_sessions":
+                candidates = await self._execute(store, idle_window(cut, window, size), fetch=True)
+                deleted = 0
+                if candidates:
+                    deleted = await self._rowcount(store, delete_ids(rule, cut, candidates))
+                    window = (int(candidates[-1][1]), str(candidates[-1][0]))
+                done = len(candidates) < size
+            elif store.dialect == "mysql":
+                deleted, upto = await self._mysql_batch(store, rule, cut, after, size)
+                done = upto is None
+                after = after if upto is None else upto
+            else:
+                statement = delete_batch(store.dialect, rule, cut, after, size)
+                rows = await self._execute(store, statement, fetch=True)
+                if store.dialect == "postgresql":  # (count, max key)
+                    deleted, last = int(rows[0][0]), rows[0][1]
+                else:  # the keys
+                    deleted, last = len(rows), max((row[0] for row in rows), default=None)
+                done = deleted < size
+                after = after if last is None else int(last)
+            elapsed = time.monotonic() - started
+            self.batches += 1
+            self.longest = max(self.longest, elapsed)
+            self.counts[rule] += deleted
+            if self.on_batch is not None:
+                self.on_batch(rule, deleted)
+            if done:
+                return True
+            if elapsed > BATCH_TIME:
+                size = max(smallest, size // 2)
+            elif elapsed < BATCH_TIME / 4:
+                size = min(largest, size * 2)
+            rest = self.pause * elapsed
+            if rest > 0 and await _wait(self.stop, rest):
+                return False
+
+    async def _mysql_batch(
+        self, store: SqlStore, rule: str, cut: Cutoffs, after: int | None, size: int
+    ) -> tuple[int, int | None]:
+        """Rows deleted, and the key the next batch starts from (None: the rule is done)."""
+        found = await self._execute(store, boundary_query(rule, cut, after, size), fetch=True)
+        if found:
+            upto = int(found[0][0])
+            return await self._rowcount(store, delete_range(rule, cut, after, upto, size)), upto
+        # Fewer than a batch left: delete those rows by id.
+        rows = await self._execute(store, select_batch(rule, cut, after, size), fetch=True)
+        if not rows:
+            return 0, None
+        return await self._rowcount(store, delete_ids(rule, cut, rows)), None
+
+    async def _take_lease(self, store: SqlStore) -> bool:
+        """Take or renew the lease; False if another instance holds it."""
+        now = now_ms()
+        until = now + int(self.lease_ttl * 1000)
+        statement = acquire_statement(store.dialect, LEASE_NAME, self.owner, until, now)
+        fetch = store.dialect != "mysql"
+        rows, _, last_id = await self._run(store, statement, fetch=fetch)
+        taken = lease_taken(store.dialect, rows, last_id)
+        self.renew_at = now + int(self.lease_ttl * 1000 / RENEW_SHARE) if taken else 0
+        return taken
+
+    async def _keep_lease(self, store: SqlStore) -> bool:
+        """Before a batch: renew the lease once a share of it has passed (wall clock, so a
+        suspended process notices that it may have lost it)."""
+        return now_ms() < self.renew_at or await self._take_lease(store)
+
+    async def _holder(self, store: SqlStore) -> Holder | None:
+        rows = await self._execute(store, holder_query(LEASE_NAME), fetch=True)
+        return Holder(rows[0][0], int(rows[0][1])) if rows else None
+
+    async def _execute(
+        self, store: SqlStore, statement: Executable, *, fetch: bool = False
+    ) -> Sequence[Any]:
+        rows, _, _ = await self._run(store, statement, fetch=fetch)
+        return rows
+
+    async def _rowcount(self, store: SqlStore, statement: Executable) -> int:
+        _, count, _ = await self._run(store, statement)
+        return count
+
+    async def _run(
+        self, store: SqlStore, statement: Executable, *, fetch: bool = False
+    ) -> tuple[Sequence[Any], int, int | None]:
+        """One statement through the store (deadlock retries, ``StoreUnavailable``)."""
+        limit = max(self.service.timeout, BATCH_TIMEOUT)
+        try:
+            async with asyncio.timeout(limit):
+                return await store._run(statement, fetch=fetch)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"a retention statement did not finish within {limit} seconds"
+            ) from None
+
+
+def new_owner() -> str:
+    """A lease owner name unique to this run: host, process id, random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _busy(holder: Holder | None) -> str:
+    if holder is None:
+        return "another instance holds the retention lease"
+    until = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(holder.expires_at / 1000))
+    return f"the retention lease is held by {holder.owner} until {until} UTC"
+
+
+async def _wait(event: asyncio.Event | None, seconds: float) -> bool:
+    """Sleep ``seconds`` or until ``event`` is set; whether it was set."""
+    if event is None:
+        await asyncio.sleep(seconds)
+        return False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()
+
+
+class RetentionScheduler:
+    """Runs ``prune`` soon after ``start()`` (random jitter), then every interval.
+
+    ``start()`` and ``stop()`` are the middleware's lifespan hooks. A failed run is
+    logged at WARNING and the next one comes an interval later; ``stop()`` returns
+    within a second even in the middle of a run (batches already done stay deleted).
+    """
+
+    def __init__(
+        self,
+        service: SessionService,
+        retention: RetentionConfig | AgentSessionConfig,
+        *,
+        startup_jitter: float = 10.0,
+        lease_ttl: float = LEASE_TTL,
+        pause: float = BATCH_PAUSE,
+    ) -> None:
+        """``startup_jitter``: the first run comes after a random 0 to this many seconds;
+        ``lease_ttl`` and ``pause`` as for ``prune``."""
+        #: Seconds ``stop()`` may take, the current batch included.
+        self.stop_timeout = 0.8
+        if isinstance(retention, AgentSessionConfig):
+            retention = retention.data_retention
+        self.service = service
+        self.retention = retention
+        self.interval = retention.cleanup_interval_hours * 3600
+        self.startup_jitter = startup_jitter
+        self.lease_ttl = lease_ttl
+        self.pause = pause
+        #: Completed runs (skipped and failed ones included) and the last report.
+        self.runs = 0
+        self.last_report: PruneReport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler's task is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start the service if need be, then the background task (no-op if running)."""
+        if self.running:
+            return
+        await self.service.start()
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name="agentsession-retention")
+
+    async def stop(self) -> None:
+        """Stop the task: between batches if it can, else cancel it; within ``stop_timeout``."""
+        timeout = self.stop_timeout
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        assert self._stop is not None
+        self._stop.set()
+        deadline = asyncio.get_running_loop().time() + timeout
+        done, _ = await asyncio.wait({task}, timeout=timeout * 0.6)
+        if not done:
+            task.cancel()
+            remaining = max(0.01, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait({task}, timeout=remaining)
+        if not task.done():
+            logger.warning("the retention task did not stop within %.1f s", timeout)
+
+    async def run_once(self) -> PruneReport | None:
+        """Run ``prune`` now; a failure is logged at WARNING and gives None."""
+        run = _Run(
+            self.service,
+            self.retention,
+            pause=self.pause,
+            lease_ttl=self.lease_ttl,
+            stop=self._stop,
+        )
+        self.last_report = None
+        try:
+            report = await run.execute()
+        except Exception as error:
+            logger.warning(
+                "retention run failed, next try in %s: %s",
+                _hours(self.interval),
+                _cause(error),
+                exc_info=not isinstance(error, AgentSessionError),
+            )
+            return None
+        finally:
+            self.runs += 1
+        self.last_report = report
+        return report
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = random.uniform(0, self.startup_jitter)
+        while not await _wait(self._stop, delay):
+            if not self.service._started:
+                # Closed without stop() (an app that never got a lifespan shutdown).
+                logger.debug("retention scheduler stops: its service was closed")
+                return
+            started = loop.time()
+            await self.run_once()
+            delay = max(0.0, started + self.interval - loop.time())
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds:g} s"
+
+
+def _cause(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
