@@ -7,9 +7,17 @@ import argparse
 import importlib.metadata
 import os
 import shlex
+import sqlite3
 import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from agentsession.stores.sql import SqlStore
 
 #: The backends a benchmark can run on, their names in reports, and where their servers are.
 BACKENDS: tuple[str, ...] = ("sqlite", "postgresql", "mysql")
@@ -111,3 +119,49 @@ def backend_list(value: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"choose from {','.join(BACKENDS)}, got {value!r}")
     return names
+
+
+class Unavailable(RuntimeError):
+    """A backend's server could not be reached (a database could not be created there)."""
+
+
+@asynccontextmanager
+async def fresh_database(backend: str, server: str | None, name: str) -> AsyncIterator[str]:
+    """The URL of a new, empty database ``name`` (a file in a temporary directory for
+    SQLite) on the ``backend`` server at ``url_of(backend, server)``; dropped afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="agentsession-bench-") as directory:
+            yield f"sqlite:///{Path(directory) / f'{name}.db'}"
+        return
+    url = url_of(backend, server)
+    if backend == "postgresql":
+        admin = postgres_admin
+        create = f'CREATE DATABASE "{name}"'
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    else:
+        admin = mysql_admin
+        create = f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"
+        drop = f"DROP DATABASE IF EXISTS `{name}`"
+    try:
+        await admin(url, create)
+    except Exception as exc:
+        raise Unavailable(f"cannot create a database on {backend}: {exc!r}") from exc
+    print(f"  created database {name}", file=sys.stderr)
+    try:
+        yield with_database(url, name)
+    finally:
+        await admin(url, drop)
+        print(f"  dropped database {name}", file=sys.stderr)
+
+
+async def server_version(store: SqlStore) -> str:
+    """The database server's name and version, for the report."""
+    from sqlalchemy import func, select
+
+    if store.dialect == "sqlite":
+        return f"SQLite {sqlite3.sqlite_version}"
+    async with store.engine.connect() as connection:
+        version = str(await connection.scalar(select(func.version())))
+    if store.dialect == "postgresql":
+        return " ".join(version.split()[:2])
+    return ("MariaDB " if "mariadb" in version.lower() else "MySQL ") + version.split("-")[0]

@@ -55,13 +55,10 @@ import asyncio
 import os
 import platform
 import secrets
-import sqlite3
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,12 +83,10 @@ from common import (
     LABELS,
     backend_list,
     command_line,
-    mysql_admin,
+    fresh_database,
     positive_int,
-    postgres_admin,
-    url_of,
+    server_version,
     version_of,
-    with_database,
     write_section,
 )
 
@@ -118,43 +113,13 @@ class BenchError(RuntimeError):
 # --------------------------------------------------------------------------- databases
 
 
-def server_url(backend: str, args: Args) -> str:
-    return url_of(backend, args.postgres_url if backend == "postgresql" else args.mysql_url)
-
-
-async def admin(backend: str, url: str, sql: str) -> None:
-    if backend == "postgresql":
-        await postgres_admin(url, sql)
-    else:
-        await mysql_admin(url, sql)
-
-
-@asynccontextmanager
-async def fresh_database(backend: str, args: Args) -> AsyncIterator[str]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="agentsession-bench-") as directory:
-            yield f"sqlite:///{Path(directory) / 'retention.db'}"
-        return
-    url = server_url(backend, args)
-    name = f"agentsession_bench_retention_{secrets.token_hex(4)}"
-    quoted = f'"{name}"' if backend == "postgresql" else f"`{name}`"
-    await admin(backend, url, f"CREATE DATABASE {quoted}")
-    print(f"  created database {name}", file=sys.stderr)
-    try:
-        yield with_database(url, name)
-    finally:
-        force = " WITH (FORCE)" if backend == "postgresql" else ""
-        await admin(backend, url, f"DROP DATABASE IF EXISTS {quoted}{force}")
-        print(f"  dropped database {name}", file=sys.stderr)
-
-
 async def execute(store: SqlStore, sql: str, **params: Any) -> Any:
     async with store.engine.connect() as connection:
         return await connection.execute(text(sql), params)
 
 
 async def bulk_load(store: SqlStore, rows: int, base: int) -> float:
-    """Conversations, ``rows`` old tasks (md5 ids) and feedback on every tenth task."""
+    """Conversations, ``rows`` old tasks (md5 ids) and feedback on one task in sixteen."""
     started = time.perf_counter()
     dialect = store.dialect
     recent = now_ms() - 3_600_000
@@ -261,16 +226,6 @@ async def count(store: SqlStore, table: Any, *where: Any) -> int:
     return int(found or 0)
 
 
-async def server_version(store: SqlStore) -> str:
-    if store.dialect == "sqlite":
-        return f"SQLite {sqlite3.sqlite_version}"
-    async with store.engine.connect() as connection:
-        version = str(await connection.scalar(select(func.version())))
-    if store.dialect == "postgresql":
-        return " ".join(version.split()[:2])
-    return f"MariaDB {version.split('-')[0]}" if "mariadb" in version.lower() else version
-
-
 # --------------------------------------------------------------------------- plans
 
 
@@ -298,9 +253,8 @@ async def plans(store: SqlStore, cut: Cutoffs, size: int, mid: int) -> dict[str,
                         parts += ["DELETE by id:", await explain(connection, doomed, store)]
                     found[name] = "\n".join(parts)
                 elif store.dialect == "postgresql":
-                    sql = literal(delete_batch(store.dialect, rule, cut, after, size), store)
-                    rows = await connection.exec_driver_sql("EXPLAIN (COSTS OFF) " + sql)
-                    found[name] = "\n".join(str(row[0]) for row in rows.fetchall())
+                    batch = delete_batch(store.dialect, rule, cut, after, size)
+                    found[name] = await explain(connection, batch, store)
                 elif store.dialect == "mysql":
                     query = boundary_query(rule, cut, after, size)
                     last = (await connection.execute(query)).fetchall()
@@ -332,6 +286,9 @@ async def explain(connection: Any, statement: Any, store: SqlStore) -> str:
     sql = literal(statement, store)
     if store.dialect == "mysql":
         return await mysql_explain(connection, sql)
+    if store.dialect == "sqlite":
+        rows = await connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
+        return "\n".join(str(row[-1]) for row in rows.fetchall())
     rows = await connection.exec_driver_sql("EXPLAIN (COSTS OFF) " + sql)
     return "\n".join(str(row[0]) for row in rows.fetchall())
 
@@ -430,7 +387,9 @@ class Result:
 async def run_backend(backend: str, args: Args) -> Result:
     result = Result(backend)
     print(f"{LABELS[backend]}:", file=sys.stderr)
-    async with fresh_database(backend, args) as url:
+    server = args.postgres_url if backend == "postgresql" else args.mysql_url
+    name = f"agentsession_bench_retention_{secrets.token_hex(4)}"
+    async with fresh_database(backend, server, name) as url:
         config = ServiceConfig(type="sql", database_url=url, pool_size=10)
         async with SessionService.from_config(config) as service:
             store = service.store

@@ -75,15 +75,13 @@ import os
 import platform
 import random
 import secrets
-import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from asyncio import selector_events
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,14 +98,13 @@ from common import (
     DEFAULT_URLS,
     LABELS,
     URL_VARIABLES,
+    Unavailable,
     backend_list,
     command_line,
-    mysql_admin,
+    fresh_database,
     positive_int,
-    postgres_admin,
-    url_of,
+    server_version,
     version_of,
-    with_database,
     write_section,
 )
 
@@ -140,10 +137,6 @@ SAVE_OPS: tuple[str, ...] = ("save_task sequential", f"save_task x{CONCURRENCY} 
 
 class BenchError(RuntimeError):
     """An operation returned a wrong answer: the run stops, so nothing broken looks fast."""
-
-
-class Unavailable(BenchError):
-    """A backend's server could not be reached: that backend is skipped with a note."""
 
 
 # --------------------------------------------------------------------------- counters
@@ -372,35 +365,9 @@ class Dataset:
 # --------------------------------------------------------------------------- databases
 
 
-def server_url(backend: str, args: Args) -> str:
-    return url_of(backend, args.postgres_url if backend == "postgresql" else args.mysql_url)
-
-
-@asynccontextmanager
-async def fresh_database(backend: str, args: Args, run_id: str, size: int) -> AsyncIterator[str]:
-    """The URL of a new, empty database of ``backend``; dropped (or deleted) afterwards."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="agentsession-bench-") as directory:
-            yield f"sqlite:///{Path(directory) / f'bench_{size}.db'}"
-        return
-    url = server_url(backend, args)
-    name = f"agentsession_bench_{run_id}_{size}"
-    try:
-        if backend == "postgresql":
-            await postgres_admin(url, f'CREATE DATABASE "{name}"')
-        else:
-            await mysql_admin(url, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    except Exception as exc:
-        raise Unavailable(f"cannot create a database on {backend}: {exc!r}") from exc
-    print(f"  created database {name}", file=sys.stderr)
-    try:
-        yield with_database(url, name)
-    finally:
-        if backend == "postgresql":
-            await postgres_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            await mysql_admin(url, f"DROP DATABASE IF EXISTS `{name}`")
-        print(f"  dropped database {name}", file=sys.stderr)
+def server(backend: str, args: Args) -> str | None:
+    """The server URL given on the command line for ``backend``, if any."""
+    return args.postgres_url if backend == "postgresql" else args.mysql_url
 
 
 async def transactional(connection: AsyncConnection, dialect: str) -> AsyncConnection:
@@ -437,16 +404,6 @@ async def table_counts(store: SqlStore) -> tuple[int, int]:
         session_count = await connection.scalar(select(func.count()).select_from(sessions))
         task_count = await connection.scalar(select(func.count()).select_from(chat_tasks))
     return int(session_count or 0), int(task_count or 0)
-
-
-async def server_version(store: SqlStore) -> str:
-    if store.dialect == "sqlite":
-        return f"SQLite {sqlite3.sqlite_version}"
-    async with store.engine.connect() as connection:
-        version = str(await connection.scalar(select(func.version())))
-    if store.dialect == "postgresql":
-        return " ".join(version.split()[:2])
-    return ("MariaDB " if "mariadb" in version.lower() else "MySQL ") + version.split("-")[0]
 
 
 # --------------------------------------------------------------------------- measuring
@@ -494,7 +451,9 @@ class Target:
 async def open_target(
     stack: AsyncExitStack, backend: str, args: Args, run_id: str, size: int
 ) -> Target:
-    url = await stack.enter_async_context(fresh_database(backend, args, run_id, size))
+    url = await stack.enter_async_context(
+        fresh_database(backend, server(backend, args), f"agentsession_bench_{run_id}_{size}")
+    )
     service = SessionService.from_config(ServiceConfig(type="sql", database_url=url))
     await stack.enter_async_context(service)  # runs the migrations
     store = service.store

@@ -23,12 +23,10 @@ from agentsession.db.lease import holder_query
 from agentsession.db.migrate import current_revision, head_revision, migrate
 from agentsession.db.schema import chat_tasks, feedback, sessions
 from agentsession.errors import ConfigError, StoreUnavailable
-from agentsession.retention import BATCH_PAUSE, LEASE_NAME, PruneReport, prune
+from agentsession.retention import BATCH_PAUSE, DAY_MS, LEASE_NAME, PruneReport, prune
 from agentsession.service import SessionService, now_ms
 
 __all__ = ["main"]
-
-_DAY_MS = 86_400_000
 
 
 class _Failed(Exception):
@@ -269,7 +267,7 @@ async def _stats(config: AgentSessionConfig, args: argparse.Namespace) -> int:
     print(f"{'table':<12} {'rows':>12}  {'oldest (UTC)':<20} {'age':>10}  by")
     for name, column_name, count, oldest in table_rows:
         when = "-" if oldest is None else _utc(int(oldest))
-        age = "-" if oldest is None else f"{(now - int(oldest)) / _DAY_MS:.1f} d"
+        age = "-" if oldest is None else f"{(now - int(oldest)) / DAY_MS:.1f} d"
         print(f"{name:<12} {count:>12,}  {when:<20} {age:>10}  {column_name}")
     print(f"expired conversations waiting for the next prune: {int(expired or 0):,}")
     retention = config.data_retention

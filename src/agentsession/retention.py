@@ -71,7 +71,8 @@ BATCH_PAUSE = 3.0
 #: app's statements never wait long behind one.
 BATCH_TIME = 0.02
 MIN_BATCH = 100
-_DAY_MS = 86_400_000
+#: Milliseconds in a day: retention days to epoch-ms cutoffs.
+DAY_MS = 86_400_000
 
 #: ``on_batch(rule, rows)``: called after each batch (``rule`` is a ``RULES`` name).
 BatchCallback = Callable[[str, int], None]
@@ -176,7 +177,7 @@ def cutoffs(retention: RetentionConfig, now: int) -> Cutoffs:
     """The cutoffs of ``retention`` at ``now`` (0 days: that rule is off)."""
 
     def before(days: int) -> int | None:
-        return None if days == 0 else now - days * _DAY_MS
+        return None if days == 0 else now - days * DAY_MS
 
     return Cutoffs(
         now=now,
@@ -222,8 +223,8 @@ class _Run:
         cut = cutoffs(self.retention, now_ms() if self.now is None else self.now)
         store = self.service.store
         if isinstance(store, SqlStore):
-            return await self._sql(store, cut)
-        if isinstance(store, MemoryStore):
+            report = await self._sql(store, cut)
+        elif isinstance(store, MemoryStore):
             found = await store.prune(
                 cut.now,
                 tasks_before=cut.tasks,
@@ -232,13 +233,14 @@ class _Run:
                 dry_run=self.dry_run,
             )
             self.counts.update(found)
-        else:
+            report = self.report()
+        else:  # another Store: it may at least sweep its expired conversations
             sweep = getattr(store, "sweep", None)
             if sweep is None:
                 raise TypeError(f"prune() does not know how to prune {type(store).__name__}")
             if not self.dry_run:
                 self.counts["expired_sessions"] = int(await sweep(cut.now))
-        report = self.report()
+            report = self.report()
         logger.info("%s", report.summary())
         return report
 
@@ -250,25 +252,16 @@ class _Run:
                 if cut.enabled(rule):
                     rows = await self._execute(store, count_query(rule, cut), fetch=True)
                     self.counts[rule] = int(rows[0][0])
-            report = self.report()
-            logger.info("%s", report.summary())
-            return report
+            return self.report()
         if not await self._take_lease(store):
-            holder = await self._holder(store)
-            report = self.report(skipped=_busy(holder))
-            logger.info("%s", report.summary())
-            return report
+            return self.report(skipped=_busy(await self._holder(store)))
         try:
             logger.debug("retention run started by %s", self.owner)
             for rule in RULES:
-                if not cut.enabled(rule):
-                    continue
-                if not await self._rule(store, rule, cut):
+                if cut.enabled(rule) and not await self._rule(store, rule, cut):
                     self.complete = False
                     break
-            report = self.report()
-            logger.info("%s", report.summary())
-            return report
+            return self.report()
         finally:
             with contextlib.suppress(Exception):
                 await self._execute(store, release_statement(LEASE_NAME, self.owner, now_ms()))
