@@ -71,6 +71,14 @@ def write_section(path: Path, title: str, section: str) -> None:
     path.write_text(new_text, encoding="utf-8")
 
 
+def publish(section: str, path: Path | None, title: str) -> None:
+    """Print a report section, and write it into the markdown file ``path`` if given."""
+    print(section)
+    if path is not None:
+        write_section(path, title, section)
+        print(f"(written to {path})", file=sys.stderr)
+
+
 # Server databases
 
 

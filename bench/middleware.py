@@ -67,7 +67,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Scope
 
-from common import command_line, positive_int, version_of, write_section
+from common import command_line, positive_int, publish, version_of
 
 KEY = "bench-secret-key-0123456789abcdef"
 SEED_SESSION: dict[str, object] = {"user": "alice", "theme": "dark", "n": 1}
@@ -492,10 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     report_spread(cells)
     section = render_section(cells, stacks, skipped, args)
-    print(section)
-    if args.markdown is not None:
-        write_section(args.markdown, SECTION_TITLE, section)
-        print(f"(written to {args.markdown})", file=sys.stderr)
+    publish(section, args.markdown, SECTION_TITLE)
     return 0
 
 

@@ -85,9 +85,9 @@ from common import (
     command_line,
     fresh_database,
     positive_int,
+    publish,
     server_version,
     version_of,
-    write_section,
 )
 
 SECTION_TITLE = "## Retention (bench/retention.py)"
@@ -628,10 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     section = render_section(results, args)
-    print(section)
-    if args.markdown is not None:
-        write_section(args.markdown, SECTION_TITLE, section)
-        print(f"(written to {args.markdown})", file=sys.stderr)
+    publish(section, args.markdown, SECTION_TITLE)
     return 0
 
 

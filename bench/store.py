@@ -103,9 +103,9 @@ from common import (
     command_line,
     fresh_database,
     positive_int,
+    publish,
     server_version,
     version_of,
-    write_section,
 )
 
 SECTION_TITLE = "## Store (bench/store.py)"
@@ -995,10 +995,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no backend could be measured", file=sys.stderr)
         return 1
     section = render_section(results, skipped, args)
-    print(section)
-    if args.markdown is not None:
-        write_section(args.markdown, SECTION_TITLE, section)
-        print(f"(written to {args.markdown})", file=sys.stderr)
+    publish(section, args.markdown, SECTION_TITLE)
     return 0
 
 
