@@ -1,1 +1,5 @@
-"""The example chat gateway (DESIGN §8). For now: the middleware and a visit counter."""
+"""The example chat gateway (DESIGN §8): FastAPI, the middleware, the HTTP API and a page.
+
+Run it with ``python -m example_app`` from a checkout. ``app.create_app()`` builds it;
+``agent`` holds the stand-in agent; ``static/`` holds the page.
+"""

@@ -1,33 +1,63 @@
-"""The example FastAPI app: agentsession's middleware and a page that uses the session."""
+"""The example FastAPI app: the middleware, ``sessions_router()``, the agent and the page."""
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Final
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
-from agentsession import SessionMiddleware, get_client_id, load_config
-from example_app.secret import ensure_dev_secret
+from agentsession import SessionMiddleware, load_config, sessions_router
+from example_app.agent import REPLY_DELAY, agent_router
+from example_app.secret import dev_secret
 
-STATE_DIR = Path(".agentsession")
+logger = logging.getLogger("example_app")
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>agentsession example</title></head>
-<body><h1>agentsession</h1><p>Visits in this session: <b>{visits}</b></p>
-<p>Client id: <code>{client}</code></p></body></html>"""
+#: Where the development secret and the SQLite file live, relative to the working directory.
+STATE_DIR: Final = Path(".agentsession")
+STATIC_DIR: Final = Path(__file__).parent / "static"
+
+#: The page loads nothing from anywhere else, and runs no inline script.
+PAGE_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
 
 
-def create_app() -> FastAPI:
-    """Build the app; the secret comes from SESSION_SECRET_KEY or a local dev file."""
-    ensure_dev_secret(STATE_DIR)
-    app = FastAPI(title="agentsession example")
+def create_app(
+    state_dir: Path = STATE_DIR,
+    *,
+    env: Mapping[str, str] | None = None,
+    reply_delay: float = REPLY_DELAY,
+) -> FastAPI:
+    """Build the app from the environment, filling in a dev secret and SQLite file if unset."""
+    settings = dict(os.environ if env is None else env)
+    if not settings.get("SESSION_SECRET_KEY"):
+        settings["SESSION_SECRET_KEY"] = dev_secret(state_dir)
+    if not (settings.get("SESSION_DATABASE_URL") or settings.get("WEB_UI_GATEWAY_DATABASE_URL")):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        database = (state_dir / "example.db").resolve()
+        settings["SESSION_DATABASE_URL"] = f"sqlite:///{database}"
+        logger.info("SESSION_DATABASE_URL is unset: keeping conversations in %s", database)
+    config = load_config(env=settings)
 
-    @app.get("/", response_class=HTMLResponse)
-    async def index(request: Request) -> str:
-        visits = request.session.get("visits", 0) + 1
-        request.session["visits"] = visits
-        return PAGE.format(visits=visits, client=get_client_id(request))
+    app = FastAPI(title="agentsession example", docs_url="/docs")
+    app.include_router(sessions_router(), prefix="/api/v1")
+    app.include_router(agent_router(reply_delay))
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    app.add_middleware(SessionMiddleware, config=load_config())
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    app.add_middleware(SessionMiddleware, config=config)
     return app

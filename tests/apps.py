@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -133,3 +134,28 @@ lazy_only = pytest.mark.skipif(
     not _STARLETTE_MARKS_ACCESS,
     reason="Starlette < 1.0 does not call mark_accessed(): sessions are decoded eagerly",
 )
+
+
+class lifespan:
+    """Run an app's ASGI lifespan around a block, as a server would."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __aenter__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        self.sent: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        self.task = asyncio.create_task(
+            self.app(
+                {"type": "lifespan", "asgi": {"version": "3.0"}}, self.queue.get, self.sent.put
+            )  # type: ignore[arg-type]
+        )
+        await self.queue.put({"type": "lifespan.startup"})
+        message = await asyncio.wait_for(self.sent.get(), 30)
+        assert message["type"] == "lifespan.startup.complete", message
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.queue.put({"type": "lifespan.shutdown"})
+        message = await asyncio.wait_for(self.sent.get(), 30)
+        assert message["type"] == "lifespan.shutdown.complete", message
+        await self.task

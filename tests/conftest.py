@@ -57,7 +57,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's session settings, and no app prunes unasked."""
     for name in ENV_VARS:
         # setenv first so that teardown restores the original state even when the
-        # code under test sets the variable itself (the example app does).
+        # code under test sets the variable itself.
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     # A middleware built without config= would start a retention scheduler whose runs

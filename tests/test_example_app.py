@@ -1,32 +1,208 @@
-"""The example app starts with no secret configured and keeps a session."""
+"""The example app in process: its defaults, its page's assets and the stand-in agent.
+
+The browser test (test_example_browser.py) and the PostgreSQL run over HTTP
+(test_example_server.py) drive the same app as a real server.
+"""
 
 from __future__ import annotations
 
-import os
+import asyncio
+import logging
+import re
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
+from example_app.agent import MAX_MESSAGE_LENGTH
+from example_app.app import STATIC_DIR, create_app
 
-from tests.apps import client_for
+from agentsession.service import SessionService
+from tests.apps import client_for, lifespan, middleware_of
+from tests.databases import statements
 
 pytestmark = pytest.mark.anyio
 
+API = "/api/v1"
 
-async def test_example_app_creates_and_reuses_dev_secret(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+
+async def new_conversation(client: httpx.AsyncClient, name: str | None = None) -> str:
+    response = await client.post(f"{API}/sessions", json={"name": name} if name else {})
+    assert response.status_code == 201, response.text
+    session_id: str = response.json()["id"]
+    return session_id
+
+
+async def history(client: httpx.AsyncClient, session_id: str) -> list[dict[str, object]]:
+    response = await client.get(f"{API}/sessions/{session_id}/chat-tasks")
+    assert response.status_code == 200, response.text
+    tasks: list[dict[str, object]] = response.json()["data"]
+    return tasks
+
+
+async def test_dev_secret_is_created_private_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    from example_app.app import create_app
-
+    caplog.set_level(logging.INFO, "example_app")
     app = create_app()
     secret = tmp_path / ".agentsession" / "secret"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     key = secret.read_text().strip()
-    assert os.environ["SESSION_SECRET_KEY"] == key
-    async with client_for(app) as client:
-        assert "<b>1</b>" in (await client.get("/")).text
-        assert "<b>2</b>" in (await client.get("/")).text
-    monkeypatch.delenv("SESSION_SECRET_KEY")
-    create_app()
-    assert os.environ["SESSION_SECRET_KEY"] == key
+    assert len(key) >= 64
+    assert "created a development secret in .agentsession/secret" in caplog.text
+    assert f"keeping conversations in {tmp_path / '.agentsession' / 'example.db'}" in caplog.text
+    async with lifespan(app), client_for(app) as client:
+        await new_conversation(client, "kept")
+        cookies = client.cookies
+
+    caplog.clear()
+    again = create_app()
+    assert "using the development secret in .agentsession/secret" in caplog.text
+    assert secret.read_text().strip() == key
+    # The same key signs the cookie, the same file holds the rows: nothing was lost.
+    async with lifespan(again), client_for(again) as client:
+        client.cookies = cookies
+        listed = (await client.get(f"{API}/sessions")).json()["data"]
+        assert [item["name"] for item in listed] == ["kept"]
+
+
+async def test_environment_settings_win(tmp_path: Path) -> None:
+    database = tmp_path / "elsewhere.db"
+    env = {"SESSION_SECRET_KEY": "k" * 48, "SESSION_DATABASE_URL": f"sqlite:///{database}"}
+    app = create_app(tmp_path / "state", env=env)
+    async with lifespan(app), client_for(app) as client:
+        await new_conversation(client)
+    assert database.exists()
+    assert not (tmp_path / "state").exists()  # no secret made, no example.db
+
+
+async def test_an_empty_secret_file_is_an_error_not_a_new_key(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("\n")
+    with pytest.raises(SystemExit, match="secret is empty: delete it"):
+        create_app(tmp_path, env={})
+
+
+async def test_the_page_and_its_assets_load_from_the_app_only(tmp_path: Path) -> None:
+    app = create_app(tmp_path, env={})
+    async with lifespan(app), client_for(app) as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert page.headers["content-security-policy"].startswith("default-src 'self';")
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assets = re.findall(r'(?:href|src)="([^"#]+)"', page.text)
+        assert sorted(assets) == ["/static/app.js", "/static/favicon.svg", "/static/style.css"]
+        for asset, kind in (
+            ("/static/app.js", "text/javascript"),
+            ("/static/style.css", "text/css"),
+            ("/static/favicon.svg", "image/svg+xml"),
+        ):
+            response = await client.get(asset)
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith(kind)
+    # No CDN, no build step: nothing in the page's files points off the server.
+    for path in STATIC_DIR.iterdir():
+        outside = re.findall(r"https?://[^\s\"')]+", path.read_text())
+        assert set(outside) <= {"http://www.w3.org/2000/svg"}, path
+
+
+async def test_the_agent_stores_the_message_then_the_reply(tmp_path: Path) -> None:
+    app = create_app(tmp_path, env={}, reply_delay=0.5)
+    async with lifespan(app), client_for(app) as client:
+        session_id = await new_conversation(client)
+        sending = asyncio.create_task(
+            client.post(f"/agent/sessions/{session_id}/messages", json={"message": "Hi there"})
+        )
+        # While the agent thinks, the message is already stored, waiting for its reply.
+        for _ in range(100):
+            tasks = await history(client, session_id)
+            if tasks:
+                break
+            await asyncio.sleep(0.01)
+        assert [(t["userMessage"], t["messageBubbles"], t["taskMetadata"]) for t in tasks] == [
+            ("Hi there", [], {"status": "pending"})
+        ]
+        assert not sending.done()
+        reply = await sending
+        assert reply.status_code == 200, reply.text
+        task = reply.json()
+        assert task["taskId"] == tasks[0]["taskId"]
+        assert task["createdTime"] == tasks[0]["createdTime"]
+        assert task["messageBubbles"] == [{"text": "You said: Hi there"}]
+        assert task["taskMetadata"] == {"status": "done", "agent": "echo"}
+        assert await history(client, session_id) == [task]
+        listed = (await client.get(f"{API}/sessions")).json()["data"]
+        assert listed[0]["lastViewedAt"] is not None
+
+
+async def test_a_turn_costs_three_statements(tmp_path: Path) -> None:
+    app = create_app(tmp_path, env={}, reply_delay=0)
+    async with lifespan(app), client_for(app) as client:
+        session_id = await new_conversation(client)
+        service: SessionService = middleware_of(app).service
+        with statements(service) as seen:
+            response = await client.post(
+                f"/agent/sessions/{session_id}/messages", json={"message": "count me"}
+            )
+        assert response.status_code == 200
+        # The message, the reply (both upserts of one task), and marking it viewed.
+        assert len(seen) == 3, seen
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code", "field"),
+    [
+        (b'{"message": "hi"', "application/json", 400, "invalid_json", "body"),
+        (b"message=hi", "application/x-www-form-urlencoded", 415, "unsupported_media_type", "body"),
+        (b'{"message": ""}', "application/json", 422, "invalid_input", "message"),
+        (b'{"message": "  \\n "}', "application/json", 422, "invalid_input", "message"),
+        (b'{"message": 5}', "application/json", 422, "invalid_input", "message"),
+        (b'["hi"]', "application/json", 422, "invalid_input", "message"),
+        (b'{"message": "hi", "as": "admin"}', "application/json", 422, "invalid_input", "message"),
+        (
+            b'{"message": "' + b"x" * (MAX_MESSAGE_LENGTH + 1) + b'"}',
+            "application/json",
+            422,
+            "invalid_input",
+            "message",
+        ),
+    ],
+)
+async def test_bad_messages_are_refused_and_store_nothing(
+    tmp_path: Path, content: bytes, content_type: str, status: int, code: str, field: str
+) -> None:
+    app = create_app(tmp_path, env={}, reply_delay=0)
+    async with lifespan(app), client_for(app) as client:
+        session_id = await new_conversation(client)
+        response = await client.post(
+            f"/agent/sessions/{session_id}/messages",
+            content=content,
+            headers={"Content-Type": content_type},
+        )
+        assert response.status_code == status
+        error = response.json()["error"]
+        assert (error["code"], error["field"]) == (code, field)
+        assert error["message"]
+        assert await history(client, session_id) == []
+
+
+async def test_the_agent_answers_only_in_your_own_conversations(tmp_path: Path) -> None:
+    app = create_app(tmp_path, env={}, reply_delay=0)
+    async with lifespan(app), client_for(app) as alice, client_for(app) as bob:
+        alices = await new_conversation(alice)
+        for session_id in (alices, "no-such-conversation"):
+            response = await bob.post(
+                f"/agent/sessions/{session_id}/messages", json={"message": "hijack"}
+            )
+            assert response.status_code == 404
+            assert response.json()["error"] == {
+                "code": "not_found",
+                "message": "no such conversation",
+                "field": "sessionId",
+            }
+        too_long = "x" * 256
+        response = await bob.post(f"/agent/sessions/{too_long}/messages", json={"message": "hi"})
+        assert response.status_code == 422
+        assert response.json()["error"]["field"] == "sessionId"
+        assert await history(alice, alices) == []

@@ -22,7 +22,7 @@ from agentsession import (
 from agentsession.config import AgentSessionConfig
 from agentsession.stores.memory import MemoryStore
 from agentsession.stores.sql import SqlStore
-from tests.apps import middleware_of
+from tests.apps import lifespan, middleware_of
 
 pytestmark = pytest.mark.anyio
 SECRET = "k" * 48
@@ -146,32 +146,3 @@ class Browser:
         for value in response.headers.get_list("set-cookie"):
             self.cookie = value.split(";", 1)[0]
         return response
-
-
-class lifespan:
-    """Run an app's ASGI lifespan around a block, as a server would."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    async def __aenter__(self) -> None:
-        import asyncio
-
-        self.queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-        self.sent: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-        self.task = asyncio.create_task(
-            self.app(
-                {"type": "lifespan", "asgi": {"version": "3.0"}}, self.queue.get, self.sent.put
-            )  # type: ignore[arg-type]
-        )
-        await self.queue.put({"type": "lifespan.startup"})
-        message = await asyncio.wait_for(self.sent.get(), 30)
-        assert message["type"] == "lifespan.startup.complete", message
-
-    async def __aexit__(self, *exc: object) -> None:
-        import asyncio
-
-        await self.queue.put({"type": "lifespan.shutdown"})
-        message = await asyncio.wait_for(self.sent.get(), 30)
-        assert message["type"] == "lifespan.shutdown.complete", message
-        await self.task

@@ -36,7 +36,7 @@ from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRe
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "sessions_router"]
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "sessions_router", "task_json"]
 
 logger = logging.getLogger("agentsession")
 
@@ -233,7 +233,7 @@ class _Handlers:
         service, user = await self._context(request)
         limit, cursor = _paging(request)
         page = await service.list_tasks(user, _session_id(request), limit=limit, cursor=cursor)
-        return _page(page, _task)
+        return _page(page, task_json)
 
     async def save_chat_task(self, request: Request) -> Response:
         service, user = await self._context(request)
@@ -256,7 +256,7 @@ class _Handlers:
         )
         # Activity in a conversation keeps it alive (slides its TTL) and marks it read.
         await service.mark_viewed(user, session_id)
-        return JSONResponse(_task(record))
+        return JSONResponse(task_json(record))
 
     # Feedback
 
@@ -480,7 +480,8 @@ def _session(record: SessionRecord) -> dict[str, Any]:
     }
 
 
-def _task(record: TaskRecord) -> dict[str, Any]:
+def task_json(record: TaskRecord) -> dict[str, Any]:
+    """A chat task as the API shows it; for a gateway's own routes that answer with one."""
     return {
         "taskId": record.id,
         "sessionId": record.session_id,

@@ -1,0 +1,112 @@
+"""The stand-in agent: it echoes the message after a short delay, and stores each turn.
+
+``POST /agent/sessions/{session_id}/messages`` ``{"message": "..."}`` answers with the
+chat task, shaped as the HTTP API shows it. A real gateway would call its model here.
+What it shows is how a gateway's own route stores a turn with the middleware's
+``SessionService``: the user's message first (so it is never lost, and a reload shows
+it while the reply is on its way), then the reply, both as one chat task of the
+caller's conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any, Final
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from agentsession import InvalidInput, SessionNotFound, StoreUnavailable, get_session_service
+from agentsession.api import task_json
+from agentsession.identity import resolve_user
+
+#: Seconds the agent "thinks" before it answers, so that a reply is seen arriving.
+REPLY_DELAY: Final = 0.6
+#: Longest message the agent takes, in characters.
+MAX_MESSAGE_LENGTH: Final = 4000
+
+
+def reply_to(message: str) -> list[dict[str, str]]:
+    """The agent's answer: its message bubbles."""
+    return [{"text": f"You said: {message}"}]
+
+
+def agent_router(delay: float = REPLY_DELAY) -> APIRouter:
+    """``POST /agent/sessions/{session_id}/messages`` ``{message}``: the stored turn."""
+    router = APIRouter(prefix="/agent", tags=["agent"])
+
+    @router.post("/sessions/{session_id}/messages")
+    async def send_message(session_id: str, request: Request) -> JSONResponse:
+        user = await resolve_user(request)
+        if user is None:
+            return _error(401, "unauthorized", "no user could be resolved for this request")
+        message = await _message(request)
+        if isinstance(message, JSONResponse):
+            return message
+        service = get_session_service(request)
+        task_id = secrets.token_urlsafe(12)
+        try:
+            await service.save_task(
+                user,
+                session_id,
+                task_id,
+                user_message=message,
+                message_bubbles=[],
+                task_metadata={"status": "pending"},
+            )
+            await asyncio.sleep(delay)
+            task = await service.save_task(
+                user,
+                session_id,
+                task_id,
+                user_message=message,
+                message_bubbles=reply_to(message),
+                task_metadata={"status": "done", "agent": "echo"},
+            )
+            # As the API's chat-task route does: the conversation moves to the top of
+            # the user's list, and its expiry (session_service.ttl) slides.
+            await service.mark_viewed(user, session_id)
+        except SessionNotFound:
+            return _error(404, "not_found", "no such conversation", "sessionId")
+        except InvalidInput as error:
+            return _error(422, "invalid_input", str(error), "sessionId")
+        except StoreUnavailable:
+            return _error(503, "store_unavailable", "the database is unavailable; try again")
+        return JSONResponse(task_json(task))
+
+    return router
+
+
+async def _message(request: Request) -> str | JSONResponse:
+    """The body's ``message``, or the error response that says what is wrong with it."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        return _error(415, "unsupported_media_type", "send the body as application/json", "body")
+    try:
+        body = json.loads(await request.body())
+    except ValueError as error:
+        return _error(400, "invalid_json", f"the body is not valid JSON: {error}", "body")
+    if not isinstance(body, dict) or set(body) != {"message"}:
+        return _error(422, "invalid_input", 'the body must be {"message": "..."}', "message")
+    message = body["message"]
+    if not isinstance(message, str) or not message.strip():
+        return _error(422, "invalid_input", "the message must be a non-empty string", "message")
+    if len(message) > MAX_MESSAGE_LENGTH:
+        return _error(
+            422,
+            "invalid_input",
+            f"the message is over {MAX_MESSAGE_LENGTH} characters",
+            "message",
+        )
+    return message
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    """An error in the HTTP API's shape, so that the page shows every error one way."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
