@@ -65,8 +65,8 @@ def agent_router(delay: float = REPLY_DELAY) -> APIRouter:
                 message_bubbles=reply_to(message),
                 task_metadata={"status": "done", "agent": "echo"},
             )
-            # As the API's chat-task route does: the conversation moves to the top of
-            # the user's list, and its expiry (session_service.ttl) slides.
+            # As the API's chat-task route does: the conversation is marked viewed, and
+            # its expiry (session_service.ttl) slides.
             await service.mark_viewed(user, session_id)
         except SessionNotFound:
             return _error(404, "not_found", "no such conversation", "sessionId")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -20,6 +23,7 @@ from example_app.app import STATIC_DIR, create_app
 from agentsession.service import SessionService
 from tests.apps import client_for, lifespan, middleware_of
 from tests.databases import statements
+from tests.example_server import ROOT
 
 pytestmark = pytest.mark.anyio
 
@@ -206,3 +210,27 @@ async def test_the_agent_answers_only_in_your_own_conversations(tmp_path: Path) 
         assert response.status_code == 422
         assert response.json()["error"]["field"] == "sessionId"
         assert await history(alice, alices) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--port", "70000"], "argument --port: '70000' is not a port number (0-65535)"),
+        (["--port", "eighty"], "argument --port: 'eighty' is not a port number (0-65535)"),
+        (["--verbose"], "unrecognized arguments: --verbose"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_them(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "example_app", *arguments],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / ".agentsession").exists()  # nothing made before the check

@@ -217,7 +217,6 @@ async function send(text) {
     if (index >= 0) state.tasks.splice(index, 1); // failed: the draft goes
     render();
   }
-  await loadConversations(); // its place in the list (most recently updated first)
 }
 
 async function rate(task, feedbackType) {
