@@ -223,6 +223,8 @@ def test_chat_rename_rate_restart_reload(
     # Restarted and reloaded: the same current conversation, its whole history, the
     # name and the ratings, all read back from the server.
     server.start()
+    api_calls: list[str] = []
+    page.on("request", lambda request: api_calls.append(f"{request.method} {request.url}"))
     page.reload()
     expect(page.locator("#conversation-title")).to_have_text("Trip to Lyon")
     expect_current(page, first)
@@ -240,6 +242,14 @@ def test_chat_rename_rate_restart_reload(
     expect(turns.nth(1).get_by_role("button", name="Bad reply")).to_have_attribute(
         "aria-pressed", "true"
     )
+    # Loading costs four API calls (three database reads; /session/current reads none).
+    base = f"{server.url}/api/v1"
+    assert sorted(call for call in api_calls if "/api/" in call) == [
+        f"GET {base}/feedback?sessionId={first}&limit=100",
+        f"GET {base}/session/current",
+        f"GET {base}/sessions/{first}/chat-tasks?limit=100",
+        f"GET {base}/sessions?limit=100",
+    ]
     send(page, "Still here after the restart")
     expect(page.get_by_role("alert")).to_be_hidden()
     shot = tmp_path / "screenshot.png"
