@@ -162,6 +162,47 @@ async def fresh_database(backend: str, server: str | None, name: str) -> AsyncIt
         print(f"  dropped database {name}", file=sys.stderr)
 
 
+#: Server settings that decide how writes and deletes cost, reported with the results.
+PG_SETTINGS = (
+    "autovacuum",
+    "shared_buffers",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_compression",
+    "checkpoint_timeout",
+    "max_wal_size",
+)
+MYSQL_SETTINGS = (
+    "innodb_buffer_pool_size",
+    "innodb_flush_log_at_trx_commit",
+    "innodb_flush_method",
+    "log_bin",
+)
+
+
+async def server_settings(store: SqlStore) -> str:
+    """The write-path settings the server actually runs with, as ``name=value, ...``."""
+    from sqlalchemy import text
+
+    if store.dialect == "sqlite":
+        return "defaults"
+    async with store.engine.connect() as connection:
+        if store.dialect == "postgresql":
+            rows = await connection.execute(
+                text("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(:n)"),
+                {"n": list(PG_SETTINGS)},
+            )
+            order = PG_SETTINGS
+        else:
+            names = ", ".join(f"'{name}'" for name in MYSQL_SETTINGS)
+            rows = await connection.execute(
+                text(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({names})")
+            )
+            order = MYSQL_SETTINGS
+        found = {str(name).lower(): str(value) for name, value in rows}
+    return ", ".join(f"{name}={found[name]}" for name in order if name in found)
+
+
 async def server_version(store: SqlStore) -> str:
     """The database server's name and version, for the report."""
     from sqlalchemy import func, select

@@ -86,6 +86,7 @@ from common import (
     fresh_database,
     positive_int,
     publish,
+    server_settings,
     server_version,
     version_of,
 )
@@ -394,7 +395,8 @@ async def run_backend(backend: str, args: Args) -> Result:
         async with SessionService.from_config(config) as service:
             store = service.store
             assert isinstance(store, SqlStore)
-            result.version = await server_version(store)
+            version, settings = await server_version(store), await server_settings(store)
+            result.version = f"{version} ({settings})"
             now = now_ms()
             base = now - 60 * DAY
             result.load_seconds = await bulk_load(store, args.rows, base)
@@ -552,7 +554,7 @@ def render_section(results: Sequence[Result], args: Args) -> str:
             body += [f"`{name}`:", "", "```", plan, "```", ""]
     body += [
         f"Environment: Python {platform.python_version()}, {drivers}; {servers}; servers on "
-        f"the same machine (127.0.0.1), default server settings; {platform.system()} "
+        f"the same machine (127.0.0.1); {platform.system()} "
         f"{platform.machine()}, {os.cpu_count()} CPUs.",
         "",
     ]
