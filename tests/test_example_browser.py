@@ -72,6 +72,10 @@ def open_page(browser: Browser, url: str) -> tuple[Page, list[str]]:
     )
     page.goto(url)
     expect(page.locator("#client-id")).not_to_have_text("…")
+    # A first visit settles on one client id: the one shown is the one the cookie holds
+    # (calls sent together before any cookie would each have been given another).
+    cookie_holder = page.request.get(f"{url}/api/v1/session/current").json()["clientId"]
+    assert page.locator("#client-id").inner_text() == cookie_holder
     return page, problems
 
 
@@ -304,3 +308,36 @@ def test_another_user_sees_none_of_it(browser: Browser, server: ExampleServer) -
     expect(alice.locator("#conversations .conversation .open")).to_have_text(["Alice's plans"])
     expect(alice.locator(".bubble.user")).to_have_text(["Alice's plans"])
     assert problems == []
+
+
+def test_a_conversation_deleted_on_another_device_is_let_go(
+    browser: Browser, server: ExampleServer
+) -> None:
+    laptop, problems = open_page(browser, server.url)
+    send(laptop, "Started on the laptop")
+    shared = current_id(laptop)
+    # The same user on a second device: the same signed cookie, so the same client id.
+    phone = browser.new_context(viewport=VIEWPORT).new_page()  # type: ignore[arg-type]
+    phone.context.add_cookies(laptop.context.cookies())
+    phone.goto(server.url)
+    expect(phone.locator("#client-id")).to_have_text(laptop.locator("#client-id").inner_text())
+    expect(phone.locator(".bubble.user")).to_have_text(["Started on the laptop"])
+    phone.once("dialog", lambda dialog: dialog.accept())
+    phone.locator(f'.conversation[data-id="{shared}"] .delete').click()
+    expect(phone.locator("#conversations .conversation")).to_have_count(0)
+
+    # The laptop's cookie still names the deleted conversation as the current one: a
+    # reload lets it go, with no error, and the next message starts a new one.
+    with laptop.expect_response(
+        lambda response: response.request.method == "PUT" and "/session/current" in response.url
+    ) as let_go:
+        laptop.reload()
+    assert let_go.value.status == 200
+    assert let_go.value.json()["sessionId"] is None
+    expect(laptop.locator("#conversations .conversation")).to_have_count(0)
+    expect(laptop.locator("#empty")).to_have_text("Type a message below to start a conversation.")
+    expect(laptop.get_by_role("alert")).to_be_hidden()
+    assert laptop.request.get(f"{server.url}/api/v1/session/current").json()["sessionId"] is None
+    send(laptop, "A fresh start")
+    assert current_id(laptop) != shared
+    assert [problem for problem in problems if "Failed to load resource" not in problem] == []

@@ -119,7 +119,7 @@ async function attempt(action) {
     showError(error instanceof ApiError ? error : new ApiError(0, "bug", String(error)));
     if (error.status === 404) {
       // Deleted elsewhere (another tab, another device): show what is there now.
-      await Promise.all([loadConversations(), loadCurrent()]).catch(() => {});
+      await loadEverything().catch(() => {});
     }
     return false;
   }
@@ -132,11 +132,26 @@ async function loadConversations() {
   renderSidebar();
 }
 
-async function loadCurrent() {
+/** Who this browser is and its current conversation, then the list and that history. */
+async function loadEverything() {
+  // Alone first: on a first visit this response sets the cookie (the client id) that the
+  // other calls then carry; sent alongside it, each would be given a client id of its own.
   const current = await call("GET", `${API}/session/current`);
   $("client-id").textContent = current.clientId;
   state.currentId = current.sessionId;
-  await loadHistory();
+  await Promise.all([loadConversations(), openCurrent()]);
+}
+
+async function openCurrent() {
+  try {
+    await loadHistory();
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    // Deleted on another device of the same user: start from no conversation.
+    await call("PUT", `${API}/session/current`, { sessionId: null });
+    state.currentId = null;
+    await loadHistory();
+  }
 }
 
 async function loadHistory() {
@@ -405,7 +420,5 @@ document.addEventListener("DOMContentLoaded", () => {
     $("message").focus();
   }));
   $("error-dismiss").addEventListener("click", clearError);
-  attempt(async () => {
-    await Promise.all([loadConversations(), loadCurrent()]);
-  }).then(() => $("message").focus());
+  attempt(loadEverything).then(() => $("message").focus());
 });
