@@ -86,6 +86,16 @@ function icon(name) {
   return svg;
 }
 
+/** A button that shows an icon, named by ``label`` for screen readers and tooltips. */
+function iconButton(className, iconName, label) {
+  const button = element("button", className);
+  button.type = "button";
+  button.title = label;
+  button.setAttribute("aria-label", label);
+  button.append(icon(iconName));
+  return button;
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -222,14 +232,14 @@ async function send(text) {
   const draft = { taskId: null, userMessage: text, messageBubbles: [], taskMetadata: { status: "pending" }, createdTime: Date.now() };
   state.tasks.push(draft);
   render();
+  let task = null;
   try {
-    const task = await call("POST", `/agent/sessions/${encodeURIComponent(sessionId)}/messages`, { message: text });
-    if (state.currentId === sessionId) {
-      state.tasks[state.tasks.indexOf(draft)] = task;
-    }
+    task = await call("POST", `/agent/sessions/${encodeURIComponent(sessionId)}/messages`, { message: text });
   } finally {
+    // The reply takes the draft's place; a failed message's draft goes. (Not there any
+    // more if the user switched conversations meanwhile.)
     const index = state.tasks.indexOf(draft);
-    if (index >= 0) state.tasks.splice(index, 1); // failed: the draft goes
+    if (index >= 0) state.tasks.splice(index, 1, ...(task ? [task] : []));
     render();
   }
 }
@@ -286,17 +296,9 @@ function conversationItem(conversation) {
   open.type = "button";
   if (!conversation.name) open.classList.add("untitled");
   open.addEventListener("click", () => attempt(() => switchTo(conversation.id)));
-  const renameButton = element("button", "icon rename");
-  renameButton.append(icon("rename"));
-  renameButton.type = "button";
-  renameButton.title = "Rename";
-  renameButton.setAttribute("aria-label", "Rename");
+  const renameButton = iconButton("icon rename", "rename", "Rename");
   renameButton.addEventListener("click", () => startRename(item, conversation));
-  const deleteButton = element("button", "icon delete");
-  deleteButton.append(icon("delete"));
-  deleteButton.type = "button";
-  deleteButton.title = "Delete";
-  deleteButton.setAttribute("aria-label", "Delete");
+  const deleteButton = iconButton("icon delete", "delete", "Delete");
   deleteButton.addEventListener("click", () => {
     const name = conversation.name || "this conversation";
     if (!window.confirm(`Delete “${name}” and all its messages?`)) return;
@@ -378,11 +380,7 @@ function bubbleText(bubble) {
 function feedbackButtons(task) {
   const box = element("div", "feedback");
   for (const [type, label] of [["up", "Good reply"], ["down", "Bad reply"]]) {
-    const button = element("button", `thumb ${type}`);
-    button.append(icon(type));
-    button.type = "button";
-    button.title = label;
-    button.setAttribute("aria-label", label);
+    const button = iconButton(`thumb ${type}`, type, label);
     button.setAttribute("aria-pressed", String(state.ratings.get(task.taskId) === type));
     button.addEventListener("click", () => attempt(() => rate(task, type)));
     box.append(button);
@@ -397,9 +395,7 @@ function submit() {
   const text = box.value;
   if (!text.trim()) return;
   box.value = "";
-  attempt(async () => {
-    await send(text);
-  }).then((ok) => {
+  attempt(() => send(text)).then((ok) => {
     if (!ok && !box.value) box.value = text; // a failed message is kept to send again
   });
 }
