@@ -192,7 +192,7 @@ async def server_settings(store: SqlStore) -> str:
                 text("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(:n)"),
                 {"n": list(PG_SETTINGS)},
             )
-            order = PG_SETTINGS
+            order: tuple[str, ...] = PG_SETTINGS
         else:
             names = ", ".join(f"'{name}'" for name in MYSQL_SETTINGS)
             rows = await connection.execute(

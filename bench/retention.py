@@ -38,6 +38,13 @@ status does not change). Every old task must be gone and every task the writers 
 must still be there, or the run stops with an error. The plans of each rule's batch
 statements are taken on the loaded database before the prune (see the section text).
 
+After the report, a second table (printed to stderr, not written by ``--markdown``)
+shows where the tail comes from: the share of the prune's time its statements took;
+the round trip of ``save_task``'s one statement (the database's answer, commit
+included, timed by SQLAlchemy's cursor events) before and during the prune; and the
+calls during the prune split into those that overlapped one of the prune's statements
+and the rest.
+
 Run it from the repository root::
 
     .venv/bin/python bench/retention.py --rows 100000 --seconds 10   # a quick run
@@ -52,6 +59,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import gc
 import os
 import platform
 import secrets
@@ -63,7 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from agentsession.config import RetentionConfig, ServiceConfig
 from agentsession.db.prune import (
@@ -323,6 +332,8 @@ class Writers:
     rate: float
     saved: int = 0
     latencies: list[float] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)  # each call's start and end on
+    ends: list[float] = field(default_factory=list)  # the loop's clock (floats: no GC load)
     conversations: list[tuple[str, str]] = field(default_factory=list)
 
     async def setup(self) -> None:
@@ -332,8 +343,11 @@ class Writers:
             self.conversations.append((user, record.id))
 
     async def run(self, until: asyncio.Event | float) -> list[float]:
-        """Save until ``until`` is set (or for that many seconds); this phase's latencies."""
-        self.latencies = []
+        """Save until ``until`` is set (or for that many seconds); this phase's latencies.
+
+        ``starts`` and ``ends`` get each call's start and end on the event loop's clock.
+        """
+        self.latencies, self.starts, self.ends = [], [], []
         stop = until if isinstance(until, asyncio.Event) else asyncio.Event()
         timer = None
         if not isinstance(until, asyncio.Event):
@@ -353,6 +367,7 @@ class Writers:
             if delay > 0:
                 await asyncio.sleep(delay)
             self.saved += 1
+            started = loop.time()
             await self.service.save_task(
                 user,
                 conversation,
@@ -361,8 +376,79 @@ class Writers:
                 message_bubbles=[{"type": "text", "text": "reply " * 40}],
                 task_metadata={"n": self.saved},
             )
-            self.latencies.append(loop.time() - due)
+            ended = loop.time()
+            self.latencies.append(ended - due)
+            self.starts.append(started)
+            self.ends.append(ended)
             due += interval
+
+
+class Probe:
+    """Watches one phase after another: statement round trips and garbage collections.
+
+    Statements are timed on the wire (SQLAlchemy's cursor events, monotonic clock). A
+    ``save_task`` is one ``INSERT INTO chat_tasks`` in autocommit, so its round trip is
+    the database's time to answer, commit included; every other statement during the
+    prune is the prune's, one at a time, and marks when the prune was working. The
+    process's full (generation 2) garbage collections are timed too: each one stops the
+    event loop, and with it every call due meanwhile. Times are kept in lists of
+    floats, which add nothing for the collector to walk.
+    """
+
+    def __init__(self, store: SqlStore) -> None:
+        self.engine = store.engine.sync_engine
+        self.phase: str | None = None
+        self.round_trips: dict[str, list[float]] = {"before": [], "during": []}
+        self.collections: dict[str, list[float]] = {"before": [], "during": []}
+        self.prune_starts: list[float] = []
+        self.prune_ends: list[float] = []
+        self._collecting = 0.0
+        event.listen(self.engine, "before_cursor_execute", self._before)
+        event.listen(self.engine, "after_cursor_execute", self._after)
+        gc.callbacks.append(self._collected)
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._before)
+        event.remove(self.engine, "after_cursor_execute", self._after)
+        gc.callbacks.remove(self._collected)
+
+    def _before(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info["bench_started"] = time.monotonic()
+
+    def _after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        started = conn.info.pop("bench_started", None)
+        if self.phase is None or started is None:
+            return
+        ended = time.monotonic()
+        if statement.startswith("INSERT INTO chat_tasks"):
+            self.round_trips[self.phase].append(ended - started)
+        elif self.phase == "during":
+            self.prune_starts.append(started)
+            self.prune_ends.append(ended)
+
+    def _collected(self, stage: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2 or self.phase is None:
+            return
+        if stage == "start":
+            self._collecting = time.monotonic()
+        elif self._collecting:
+            self.collections[self.phase].append(time.monotonic() - self._collecting)
+            self._collecting = 0.0
+
+    def overlapping(self, starts: Sequence[float], ends: Sequence[float]) -> list[bool]:
+        """For each call: whether one of the prune's statements ran while it did."""
+        found = []
+        for start, end in zip(starts, ends, strict=True):
+            k = bisect.bisect_right(self.prune_ends, start)  # first statement ending later
+            found.append(k < len(self.prune_starts) and self.prune_starts[k] < end)
+        return found
+
+    def busy(self) -> float:
+        """The share of the prune's time that its statements took."""
+        if not self.prune_starts:
+            return 0.0
+        working = sum(e - s for s, e in zip(self.prune_starts, self.prune_ends, strict=True))
+        return working / (self.prune_ends[-1] - self.prune_starts[0])
 
 
 # --------------------------------------------------------------------------- one backend
@@ -383,6 +469,13 @@ class Result:
     during: list[float] = field(default_factory=list)
     after: list[float] = field(default_factory=list)
     plans: dict[str, str] = field(default_factory=dict)
+    round_trips_before: list[float] = field(default_factory=list)
+    round_trips_during: list[float] = field(default_factory=list)
+    overlapping: list[float] = field(default_factory=list)  # latencies of calls during
+    apart: list[float] = field(default_factory=list)  # the prune, split by overlap
+    prune_busy: float = 0.0
+    collections_before: list[float] = field(default_factory=list)  # full GCs' pauses
+    collections_during: list[float] = field(default_factory=list)
 
 
 async def run_backend(backend: str, args: Args) -> Result:
@@ -414,10 +507,16 @@ async def run_backend(backend: str, args: Args) -> Result:
 
             writers = Writers(service, args.writers, args.rate)
             await writers.setup()
+            if args.gc_freeze:
+                gc.collect()
+                gc.freeze()
             print("  warming up", file=sys.stderr)
             await writers.run(2.0)
             print(f"  save_task without a prune for {args.seconds:g} s", file=sys.stderr)
+            probe = Probe(store)
+            probe.phase = "before"
             result.alone = list(await writers.run(args.seconds))
+            probe.phase = "during"
             print("  save_task during the prune", file=sys.stderr)
             done = asyncio.Event()
             load = asyncio.create_task(writers.run(done))
@@ -426,6 +525,16 @@ async def run_backend(backend: str, args: Args) -> Result:
             finally:
                 done.set()
                 result.during = list(await load)
+                probe.phase = None
+            probe.close()
+            overlaps = probe.overlapping(writers.starts, writers.ends)
+            for latency, overlapped in zip(result.during, overlaps, strict=True):
+                (result.overlapping if overlapped else result.apart).append(latency)
+            result.round_trips_before = probe.round_trips["before"]
+            result.round_trips_during = probe.round_trips["during"]
+            result.prune_busy = probe.busy()
+            result.collections_before = probe.collections["before"]
+            result.collections_during = probe.collections["during"]
             result.deleted, result.prune_seconds = report.chat_tasks, report.duration
             result.batches, result.longest_batch = report.batches, report.longest_batch
             print(f"  save_task after the prune for {args.seconds:g} s", file=sys.stderr)
@@ -481,6 +590,45 @@ def results_table(results: Sequence[Result]) -> str:
             f"{ms(statistics.median(result.after))} / {ms(percentile(result.after, 0.99))}",
             f"{ratio:.2f}x",
             "PASS" if ratio <= TARGET else "FAIL",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def split_table(results: Sequence[Result], seconds: float) -> str:
+    """Where the tail of ``save_task`` comes from (printed, not part of ``--markdown``)."""
+
+    def p50_p99(values: Sequence[float]) -> str:
+        if not values:
+            return "-"
+        return f"{ms(statistics.median(values))} / {ms(percentile(values, 0.99))}"
+
+    def collections(pauses: Sequence[float], phase: float) -> str:
+        longest = f", longest {ms(max(pauses))}" if pauses else ""
+        return f"{len(pauses)} in {phase:.0f} s{longest}"
+
+    head = [
+        "backend",
+        "prune statements' share of its time",
+        "save_task round trip p50 / p99 before",
+        "during prune",
+        "calls during the prune overlapping a prune statement: share, p50 / p99",
+        "other calls during the prune: p50 / p99",
+        "full garbage collections of the benchmark process, before",
+        "during prune",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for r in results:
+        share = len(r.overlapping) / max(1, len(r.during))
+        cells = [
+            LABELS[r.backend],
+            f"{r.prune_busy:.0%}",
+            p50_p99(r.round_trips_before),
+            p50_p99(r.round_trips_during),
+            f"{share:.0%}, {p50_p99(r.overlapping)}",
+            p50_p99(r.apart),
+            collections(r.collections_before, seconds),
+            collections(r.collections_during, r.prune_seconds),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -575,6 +723,7 @@ class Args(argparse.Namespace):
     postgres_url: str | None
     mysql_url: str | None
     markdown: Path | None
+    gc_freeze: bool
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
@@ -606,6 +755,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
         default=30.0,
         help="length of the phases without a prune, before and after it (default 30)",
     )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="before the phases, move every object alive into the collector's permanent "
+        "generation (gc.freeze()), so that a full collection walks only newer objects",
+    )
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--mysql-url", default=None)
     parser.add_argument(
@@ -631,6 +786,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     section = render_section(results, args)
     publish(section, args.markdown, SECTION_TITLE)
+    print(
+        "\nWhere the time went (round trip: the database's answer to save_task's one "
+        "statement, commit included):\n",
+        file=sys.stderr,
+    )
+    print(split_table(results, args.seconds), file=sys.stderr)
     return 0
 
 
