@@ -85,7 +85,7 @@ from agentsession.db.prune import (
     idle_window,
 )
 from agentsession.db.schema import chat_tasks, feedback
-from agentsession.retention import BATCH_PAUSE, prune
+from agentsession.retention import BATCH_PAUSE, BATCH_TIME, prune
 from agentsession.service import SessionService, now_ms
 from agentsession.stores.sql import SqlStore
 from common import (
@@ -451,6 +451,45 @@ class Probe:
         return working / (self.prune_ends[-1] - self.prune_starts[0])
 
 
+async def cpu_control(
+    store: SqlStore, writers: Writers, seconds: float, pause: float
+) -> list[float]:
+    """The writers' latencies beside a load that only burns database CPU, paced as a prune.
+
+    One connection runs a statement that reads no table and writes nothing (counting a
+    generated series), sized to take about ``BATCH_TIME`` like a prune's batch, and rests
+    ``pause`` times as long after each: what any database work at the prune's pace costs
+    the app, with the disk left out.
+    """
+    burn = (
+        "SELECT count(*) FROM generate_series(1, {n})"
+        if store.dialect == "postgresql"
+        else "SELECT BENCHMARK({n}, MD5('agentsession'))"
+    )
+    async with store.engine.connect() as connection:
+        n = 10_000
+        while True:  # size the statement: ten times more until it takes a few ms
+            started = time.monotonic()
+            await connection.exec_driver_sql(burn.format(n=n))
+            took = time.monotonic() - started
+            if took > BATCH_TIME / 4:
+                break
+            n *= 10
+        n = max(1, int(n * BATCH_TIME / took))
+        done = asyncio.Event()
+        load = asyncio.create_task(writers.run(done))
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                await connection.exec_driver_sql(burn.format(n=n))
+                await asyncio.sleep(pause * (time.monotonic() - started))
+        finally:
+            done.set()
+            latencies = list(await load)
+    return latencies
+
+
 # --------------------------------------------------------------------------- one backend
 
 
@@ -474,6 +513,7 @@ class Result:
     overlapping: list[float] = field(default_factory=list)  # latencies of calls during
     apart: list[float] = field(default_factory=list)  # the prune, split by overlap
     prune_busy: float = 0.0
+    control: list[float] = field(default_factory=list)  # beside ``cpu_control``
     collections_before: list[float] = field(default_factory=list)  # full GCs' pauses
     collections_during: list[float] = field(default_factory=list)
 
@@ -539,6 +579,9 @@ async def run_backend(backend: str, args: Args) -> Result:
             result.batches, result.longest_batch = report.batches, report.longest_batch
             print(f"  save_task after the prune for {args.seconds:g} s", file=sys.stderr)
             result.after = list(await writers.run(args.seconds))
+            if args.cpu_control and store.dialect != "sqlite":
+                print(f"  save_task beside a CPU-only load for {args.seconds:g} s", file=sys.stderr)
+                result.control = await cpu_control(store, writers, args.seconds, args.pause)
 
             left = await count(store, chat_tasks, chat_tasks.c.id.not_like("live-%"))
             live = await count(store, chat_tasks, chat_tasks.c.id.like("live-%"))
@@ -603,6 +646,12 @@ def split_table(results: Sequence[Result], seconds: float) -> str:
             return "-"
         return f"{ms(statistics.median(values))} / {ms(percentile(values, 0.99))}"
 
+    def control(r: Result) -> str:
+        if not r.control:
+            return "-"
+        p99 = percentile(r.control, 0.99)
+        return f"{ms(p99)}, {p99 / percentile(r.alone, 0.99):.2f}x"
+
     def collections(pauses: Sequence[float], phase: float) -> str:
         longest = f", longest {ms(max(pauses))}" if pauses else ""
         return f"{len(pauses)} in {phase:.0f} s{longest}"
@@ -616,6 +665,7 @@ def split_table(results: Sequence[Result], seconds: float) -> str:
         "other calls during the prune: p50 / p99",
         "full garbage collections of the benchmark process, before",
         "during prune",
+        "beside a CPU-only load (--cpu-control): p99, ÷ before",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for r in results:
@@ -629,6 +679,7 @@ def split_table(results: Sequence[Result], seconds: float) -> str:
             p50_p99(r.apart),
             collections(r.collections_before, seconds),
             collections(r.collections_during, r.prune_seconds),
+            control(r),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -724,6 +775,7 @@ class Args(argparse.Namespace):
     mysql_url: str | None
     markdown: Path | None
     gc_freeze: bool
+    cpu_control: bool
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
@@ -760,6 +812,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
         action="store_true",
         help="before the phases, move every object alive into the collector's permanent "
         "generation (gc.freeze()), so that a full collection walks only newer objects",
+    )
+    parser.add_argument(
+        "--cpu-control",
+        action="store_true",
+        help="after the prune, run the writers for --seconds beside a load that only burns "
+        "database CPU, in statements as long as a batch with the prune's rests (a control)",
     )
     parser.add_argument("--postgres-url", default=None)
     parser.add_argument("--mysql-url", default=None)
