@@ -43,7 +43,11 @@ shows where the tail comes from: the share of the prune's time its statements to
 the round trip of ``save_task``'s one statement (the database's answer, commit
 included, timed by SQLAlchemy's cursor events) before and during the prune; and the
 calls during the prune split into those that overlapped one of the prune's statements
-and the rest.
+and the rest; and the full garbage collections of this process in each phase.
+``--gc-freeze`` calls ``gc.freeze()`` before the phases, so that those collections walk
+only newer objects. ``--cpu-control`` adds a control phase after the others: the writers
+beside a load that burns database CPU in batch-long statements, resting as the prune
+does, and reading or writing no table.
 
 Run it from the repository root::
 
