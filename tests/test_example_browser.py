@@ -13,13 +13,14 @@ work offline). Without it the test skips locally and fails in CI (``CI=true``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.example_server import ROOT, ExampleServer
 
@@ -341,3 +342,34 @@ def test_a_conversation_deleted_on_another_device_is_let_go(
     send(laptop, "A fresh start")
     assert current_id(laptop) != shared
     assert [problem for problem in problems if "Failed to load resource" not in problem] == []
+
+
+def test_reload_shows_the_name_whichever_answer_comes_first(
+    browser: Browser, server: ExampleServer
+) -> None:
+    """The list of conversations and the current one's history load side by side; the
+    title needs both, so it must be right when the list is the last to answer."""
+    page, problems = open_page(browser, server.url)
+    send(page, "Plan a trip")
+    page.locator(f'.conversation[data-id="{current_id(page)}"] .rename').click()
+    page.locator(".rename-input").fill("Trip to Lyon")
+    page.locator(".rename-input").press("Enter")
+    expect(page.locator("#conversation-title")).to_have_text("Trip to Lyon")
+
+    held: list[Route] = []  # the list's request, held until the history is shown
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(re.compile(r"/api/v1/sessions\?"), hold)
+    with (
+        page.expect_response(lambda response: "/chat-tasks?" in response.url),
+        page.expect_response(lambda response: "/api/v1/feedback?" in response.url),
+    ):
+        page.reload()
+    expect(page.locator(".bubble.user")).to_have_text(["Plan a trip"])
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.locator(".conversation .open")).to_have_text(["Trip to Lyon"])
+    expect(page.locator("#conversation-title")).to_have_text("Trip to Lyon")
+    assert problems == []

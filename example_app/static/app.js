@@ -150,6 +150,7 @@ async function loadEverything() {
   $("client-id").textContent = current.clientId;
   state.currentId = current.sessionId;
   await Promise.all([loadConversations(), openCurrent()]);
+  render(); // the title needs both the list and the history, whichever came last
 }
 
 async function openCurrent() {
