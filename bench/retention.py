@@ -608,6 +608,12 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+def p50_p99(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    return f"{ms(statistics.median(values))} / {ms(percentile(values, 0.99))}"
+
+
 def results_table(results: Sequence[Result]) -> str:
     head = [
         "backend",
@@ -632,9 +638,9 @@ def results_table(results: Sequence[Result]) -> str:
             f"{result.deleted / result.prune_seconds:,.0f}",
             f"{result.batches:,}",
             ms(result.longest_batch),
-            f"{ms(statistics.median(result.alone))} / {ms(percentile(result.alone, 0.99))}",
-            f"{ms(statistics.median(result.during))} / {ms(percentile(result.during, 0.99))}",
-            f"{ms(statistics.median(result.after))} / {ms(percentile(result.after, 0.99))}",
+            p50_p99(result.alone),
+            p50_p99(result.during),
+            p50_p99(result.after),
             f"{ratio:.2f}x",
             "PASS" if ratio <= TARGET else "FAIL",
         ]
@@ -644,11 +650,6 @@ def results_table(results: Sequence[Result]) -> str:
 
 def split_table(results: Sequence[Result], seconds: float) -> str:
     """Where the tail of ``save_task`` comes from (printed, not part of ``--markdown``)."""
-
-    def p50_p99(values: Sequence[float]) -> str:
-        if not values:
-            return "-"
-        return f"{ms(statistics.median(values))} / {ms(percentile(values, 0.99))}"
 
     def control(r: Result) -> str:
         if not r.control:

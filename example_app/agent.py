@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from typing import Any, Final
+from typing import Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from agentsession import InvalidInput, SessionNotFound, StoreUnavailable, get_session_service
-from agentsession.api import task_json
+from agentsession.api import ApiError, task_json
 from agentsession.identity import resolve_user
 
 #: Seconds the agent "thinks" before it answers, so that a reply is seen arriving.
@@ -39,15 +39,13 @@ def agent_router(delay: float = REPLY_DELAY) -> APIRouter:
 
     @router.post("/sessions/{session_id}/messages")
     async def send_message(session_id: str, request: Request) -> JSONResponse:
-        user = await resolve_user(request)
-        if user is None:
-            return _error(401, "unauthorized", "no user could be resolved for this request")
-        message = await _message(request)
-        if isinstance(message, JSONResponse):
-            return message
         service = get_session_service(request)
         task_id = secrets.token_urlsafe(12)
         try:
+            user = await resolve_user(request)
+            if user is None:
+                raise ApiError(401, "unauthorized", "no user could be resolved for this request")
+            message = await _message(request)
             await service.save_task(
                 user,
                 session_id,
@@ -68,45 +66,40 @@ def agent_router(delay: float = REPLY_DELAY) -> APIRouter:
             # As the API's chat-task route does: the conversation is marked viewed, and
             # its expiry (session_service.ttl) slides.
             await service.mark_viewed(user, session_id)
+        except ApiError as error:
+            return error.response()
         except SessionNotFound:
-            return _error(404, "not_found", "no such conversation", "sessionId")
+            return ApiError(404, "not_found", "no such conversation", "sessionId").response()
         except InvalidInput as error:
-            return _error(422, "invalid_input", str(error), "sessionId")
+            return ApiError(422, "invalid_input", str(error), "sessionId").response()
         except StoreUnavailable:
-            return _error(503, "store_unavailable", "the database is unavailable; try again")
+            why = "the database is unavailable; try again"
+            return ApiError(503, "store_unavailable", why).response()
         return JSONResponse(task_json(task))
 
     return router
 
 
-async def _message(request: Request) -> str | JSONResponse:
-    """The body's ``message``, or the error response that says what is wrong with it."""
+async def _message(request: Request) -> str:
+    """The body's ``message``; an ``ApiError`` says what is wrong with it."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != "application/json":
-        return _error(415, "unsupported_media_type", "send the body as application/json", "body")
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json", "body")
     try:
         body = json.loads(await request.body())
     except ValueError as error:
-        return _error(400, "invalid_json", f"the body is not valid JSON: {error}", "body")
+        message = f"the body is not valid JSON: {error}"
+        raise ApiError(400, "invalid_json", message, "body") from None
     if not isinstance(body, dict) or set(body) != {"message"}:
-        return _error(422, "invalid_input", 'the body must be {"message": "..."}', "message")
+        raise ApiError(422, "invalid_input", 'the body must be {"message": "..."}', "message")
     message = body["message"]
     if not isinstance(message, str) or not message.strip():
-        return _error(422, "invalid_input", "the message must be a non-empty string", "message")
+        raise ApiError(422, "invalid_input", "the message must be a non-empty string", "message")
     if len(message) > MAX_MESSAGE_LENGTH:
-        return _error(
+        raise ApiError(
             422,
             "invalid_input",
             f"the message is over {MAX_MESSAGE_LENGTH} characters",
             "message",
         )
     return message
-
-
-def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    """An error in the HTTP API's shape, so that the page shows every error one way."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    headers = {"Retry-After": "5"} if status == 503 else None
-    return JSONResponse({"error": error}, status_code=status, headers=headers)

@@ -109,6 +109,13 @@ def current_id(page: Page) -> str:
     return value
 
 
+def rename(page: Page, session_id: str, name: str, key: str = "Enter") -> None:
+    """Rename a conversation from the sidebar: type ``name``, then press ``key``."""
+    page.locator(f'.conversation[data-id="{session_id}"] .rename').click()
+    page.locator(".rename-input").fill(name)
+    page.locator(".rename-input").press(key)
+
+
 def rows(database: Path, sql: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(database) as connection:
         return list(connection.execute(sql))
@@ -158,15 +165,11 @@ def test_chat_rename_rate_restart_reload(
     )
 
     # Rename from the sidebar: Enter saves.
-    page.locator(f'.conversation[data-id="{first}"] .rename').click()
-    page.locator(".rename-input").fill("Trip to Lyon")
-    page.locator(".rename-input").press("Enter")
+    rename(page, first, "Trip to Lyon")
     expect(page.locator(f'.conversation[data-id="{first}"] .open')).to_have_text("Trip to Lyon")
     expect(page.locator("#conversation-title")).to_have_text("Trip to Lyon")
     # Escape cancels.
-    page.locator(f'.conversation[data-id="{first}"] .rename').click()
-    page.locator(".rename-input").fill("Not this")
-    page.locator(".rename-input").press("Escape")
+    rename(page, first, "Not this", key="Escape")
     expect(page.locator(f'.conversation[data-id="{first}"] .open')).to_have_text("Trip to Lyon")
 
     # Thumbs up on the first reply, down on the second.
@@ -351,9 +354,7 @@ def test_reload_shows_the_name_whichever_answer_comes_first(
     title needs both, so it must be right when the list is the last to answer."""
     page, problems = open_page(browser, server.url)
     send(page, "Plan a trip")
-    page.locator(f'.conversation[data-id="{current_id(page)}"] .rename').click()
-    page.locator(".rename-input").fill("Trip to Lyon")
-    page.locator(".rename-input").press("Enter")
+    rename(page, current_id(page), "Trip to Lyon")
     expect(page.locator("#conversation-title")).to_have_text("Trip to Lyon")
 
     held: list[Route] = []  # the list's request, held until the history is shown

@@ -139,7 +139,7 @@ async function attempt(action) {
 
 async function loadConversations() {
   state.conversations = await everything(`${API}/sessions`);
-  renderSidebar();
+  render(); // the title is the current conversation's name, which the list holds
 }
 
 /** Who this browser is and its current conversation, then the list and that history. */
@@ -150,7 +150,6 @@ async function loadEverything() {
   $("client-id").textContent = current.clientId;
   state.currentId = current.sessionId;
   await Promise.all([loadConversations(), openCurrent()]);
-  render(); // the title needs both the list and the history, whichever came last
 }
 
 async function openCurrent() {

@@ -36,7 +36,7 @@ from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRe
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "sessions_router", "task_json"]
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "ApiError", "sessions_router", "task_json"]
 
 logger = logging.getLogger("agentsession")
 
@@ -74,6 +74,7 @@ class ApiError(Exception):
         self.field = field
 
     def response(self) -> JSONResponse:
+        """The error as the API answers it (``Retry-After`` on 503)."""
         error: dict[str, str] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
