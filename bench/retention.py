@@ -79,7 +79,10 @@ from typing import Any
 from sqlalchemy import event, func, select, text
 
 from agentsession.config import RetentionConfig, ServiceConfig
-from agentsession.db.prune import (
+from agentsession.retention import BATCH_PAUSE, BATCH_TIME, prune
+from agentsession.service import SessionService, now_ms
+from agentsession.stores.sql import SqlStore
+from agentsession.stores.sql.prune import (
     RULES,
     Cutoffs,
     boundary_query,
@@ -88,10 +91,7 @@ from agentsession.db.prune import (
     delete_range,
     idle_window,
 )
-from agentsession.db.schema import chat_tasks, feedback
-from agentsession.retention import BATCH_PAUSE, BATCH_TIME, prune
-from agentsession.service import SessionService, now_ms
-from agentsession.stores.sql import SqlStore
+from agentsession.stores.sql.schema import chat_tasks, feedback
 from common import (
     LABELS,
     backend_list,

@@ -90,9 +90,9 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentsession.config import ServiceConfig
-from agentsession.db.schema import chat_tasks, sessions
 from agentsession.service import SessionService
 from agentsession.stores.sql import SqlStore
+from agentsession.stores.sql.schema import chat_tasks, sessions
 from common import (
     BACKENDS,
     DEFAULT_URLS,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -18,7 +21,7 @@ from agentsession import (
     SessionMiddleware,
     get_client_id,
     get_session_id,
-    regenerate_session_id,
+    regenerate_client_id,
     set_session_id,
 )
 from agentsession.middleware import _STARLETTE_MARKS_ACCESS
@@ -59,7 +62,7 @@ async def current(request: Request) -> JSONResponse:
 
 
 async def regenerate(request: Request) -> JSONResponse:
-    return JSONResponse({"clientId": regenerate_session_id(request)})
+    return JSONResponse({"clientId": regenerate_client_id(request)})
 
 
 async def fail(request: Request) -> Response:
@@ -159,3 +162,13 @@ class lifespan:
         message = await asyncio.wait_for(self.sent.get(), 30)
         assert message["type"] == "lifespan.shutdown.complete", message
         await self.task
+
+
+def run_in_thread(main: Callable[[], Awaitable[None]]) -> None:
+    """``anyio.run(main)`` in a thread of its own, for sync (Hypothesis) tests.
+
+    The suite's session-wide event loop may count as running in the main thread
+    between async tests, and anyio.run refuses to start inside a running loop.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, main).result()

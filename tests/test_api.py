@@ -22,7 +22,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agentsession import CookieCodec, SessionMiddleware, SessionService, sessions_router
+from agentsession import SessionMiddleware, SessionService, sessions_router
+from agentsession.cookies import CookieCodec
 from tests.apps import SECRET, client_for, middleware_of
 from tests.databases import behind_proxy, sql_service, statements
 

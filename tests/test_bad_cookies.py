@@ -6,16 +6,14 @@ import base64
 import hashlib
 import json
 
-import anyio
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from itsdangerous import TimestampSigner
 
-from agentsession import CookieCodec
-from agentsession.cookies import SALT
-from tests.apps import SECRET, client_for, make_app
+from agentsession.cookies import SALT, CookieCodec
+from tests.apps import SECRET, client_for, make_app, run_in_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -104,4 +102,4 @@ def test_random_cookie_bytes_give_200(raw: bytes) -> None:
         assert response.status_code == 200
         assert response.json() == {"session": {}}
 
-    anyio.run(run)
+    run_in_thread(run)

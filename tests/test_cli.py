@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from agentsession.db.schema import chat_tasks, feedback, sessions
 from agentsession.service import SessionService, now_ms
 from agentsession.stores.base import FeedbackRecord, SessionRecord, TaskRecord
 from agentsession.stores.sql import SqlStore
+from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
 from tests.databases import sql_service
 
 pytestmark = pytest.mark.anyio
@@ -189,7 +189,7 @@ async def test_a_long_prune_can_show_a_progress_bar(tmp_path: Path) -> None:
 
 
 async def test_prune_while_another_instance_prunes_exits_1(tmp_path: Path) -> None:
-    from agentsession.db.lease import acquire_statement
+    from agentsession.stores.sql.lease import acquire_statement
 
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     async with sql_service(url) as service:

@@ -501,7 +501,7 @@ def test_cleanup_interval_accepts_ints_and_fractions() -> None:
     [
         ("session", "max_age", "1.5h"),
         ("session", "max_age", "forever"),
-        ("session", "max_age", -5),
+        ("session", "max_age", "-5m"),
         ("session", "max_age", "-1d"),
         ("session", "max_age", True),
         ("session", "refresh_after", "10x"),

@@ -9,8 +9,8 @@ import time
 import pytest
 from itsdangerous import BadSignature, TimestampSigner
 
-from agentsession import CookieCodec, SessionTooLarge
-from agentsession.cookies import SALT, TOKEN_PREFIX, dump_json
+from agentsession import SessionTooLarge
+from agentsession.cookies import SALT, TOKEN_PREFIX, CookieCodec, dump_json
 
 KEY = "k" * 40
 OLD = "o" * 40

@@ -8,14 +8,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentsession.db.engine import (
+from agentsession.errors import ConfigError
+from agentsession.stores.sql.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     create_engine,
     dialect_of,
     mask_url,
     normalize_url,
 )
-from agentsession.errors import ConfigError
 from tests.databases import fresh_database
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,6 @@ import re
 import time
 from http.cookies import SimpleCookie
 
-import anyio
 import httpx
 import pytest
 from hypothesis import given, settings
@@ -15,8 +14,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
-from agentsession import ConfigError, CookieCodec, SessionMiddleware, SessionTooLarge
-from tests.apps import SECRET, client_for, lazy_only, make_app, middleware_of
+from agentsession import ConfigError, SessionMiddleware, SessionTooLarge
+from agentsession.cookies import CookieCodec
+from tests.apps import SECRET, client_for, lazy_only, make_app, middleware_of, run_in_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -347,7 +347,7 @@ def test_any_json_session_round_trips(data: dict[str, object]) -> None:
             assert read.json() == {"session": data}
             assert set_cookie(read) is None, "an unchanged session is not re-sent"
 
-    anyio.run(run)
+    run_in_thread(run)
 
 
 @lazy_only

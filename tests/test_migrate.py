@@ -27,17 +27,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentsession.db import migrate as migrate_module
-from agentsession.db.engine import create_engine, dialect_of
-from agentsession.db.migrate import (
+from agentsession.errors import StoreUnavailable
+from agentsession.stores.sql import migrate as migrate_module
+from agentsession.stores.sql.engine import create_engine, dialect_of
+from agentsession.stores.sql.migrate import (
     VERSION_TABLE,
     alembic_config,
     current_revision,
     head_revision,
     migrate,
 )
-from agentsession.db.schema import metadata
-from agentsession.errors import StoreUnavailable
+from agentsession.stores.sql.schema import metadata
 from tests.databases import SQL_BACKENDS, fresh_database
 
 pytestmark = pytest.mark.anyio
@@ -211,8 +211,8 @@ async def test_downgrade_drops_everything(backend: str, tmp_path: Path) -> None:
 # whether this one applied the migration.
 _MIGRATE_SCRIPT = """
 import asyncio, sys, time
-from agentsession.db.engine import create_engine
-from agentsession.db.migrate import migrate
+from agentsession.stores.sql.engine import create_engine
+from agentsession.stores.sql.migrate import migrate
 
 async def main():
     engine = create_engine(sys.argv[1])

@@ -27,13 +27,18 @@ from starlette.applications import Starlette
 
 from agentsession import ConfigError, PruneReport, RetentionScheduler, prune
 from agentsession.config import AgentSessionConfig, RetentionConfig, load_config
-from agentsession.db.lease import acquire_statement, holder_query, lease_taken, release_statement
-from agentsession.db.schema import chat_tasks, feedback, sessions
 from agentsession.retention import LEASE_NAME
 from agentsession.service import SessionService, now_ms
 from agentsession.stores.base import FeedbackRecord, SessionRecord, TaskRecord
 from agentsession.stores.memory import MemoryStore
 from agentsession.stores.sql import SqlStore
+from agentsession.stores.sql.lease import (
+    acquire_statement,
+    holder_query,
+    lease_taken,
+    release_statement,
+)
+from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
 from tests.apps import middleware_of
 from tests.databases import BACKENDS, fresh_database, sql_service
 

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Executable
 
-from agentsession.db.prune import (
+from agentsession.service import SessionService, now_ms
+from agentsession.stores.sql import SqlStore
+from agentsession.stores.sql.prune import (
     RULES,
     Cutoffs,
     boundary_query,
@@ -25,9 +27,7 @@ from agentsession.db.prune import (
     idle_window,
     select_batch,
 )
-from agentsession.db.schema import chat_tasks, feedback, sessions
-from agentsession.service import SessionService, now_ms
-from agentsession.stores.sql import SqlStore
+from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
 from tests.databases import fresh_database, sql_service
 
 pytestmark = pytest.mark.anyio

@@ -2,7 +2,8 @@
 
 The test file is taken at test time from the source distribution of the installed
 Starlette version, with its import pointed at ``agentsession``: the drop-in claim is
-checked against exactly the Starlette a user has.
+checked against exactly the Starlette a user has, on asyncio and on trio (CI runs it
+at the newest Starlette and at the oldest we declare, 0.40).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def test_starlettes_session_tests_pass(request: pytest.FixtureRequest, tmp_path:
     expected = len(re.findall(r"^def test_", source, flags=re.M))
 
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "tests/middleware/test_session.py"],
+        [sys.executable, "-m", "pytest", "-v", "tests/middleware/test_session.py"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -82,3 +83,17 @@ def test_starlettes_session_tests_pass(request: pytest.FixtureRequest, tmp_path:
     assert passed is not None, summary
     assert int(passed[1]) >= expected, summary
     assert "failed" not in result.stdout.splitlines()[-1], summary
+    # Every test on both anyio backends Starlette supports: asyncio and trio.
+    ran = {
+        backend: re.findall(
+            rf"^tests/middleware/test_session.py::\w+\[{backend}[\]-].* PASSED",
+            result.stdout,
+            re.M,
+        )
+        for backend in ("asyncio", "trio")
+    }
+    assert len(ran["asyncio"]) >= expected, summary
+    assert len(ran["trio"]) == len(ran["asyncio"]), summary
+    collected = re.search(r"collected (\d+) items", result.stdout)
+    assert collected is not None, summary
+    assert int(passed[1]) == int(collected[1]), summary

@@ -1,8 +1,17 @@
-"""agentsession: sessions done right for AI-agent chat gateways on Starlette and FastAPI."""
+"""agentsession: sessions done right for AI-agent chat gateways on Starlette and FastAPI.
 
-from agentsession.api import sessions_router
+The cookie layer (``SessionMiddleware``, ``Session`` and the id functions) is imported
+at once; the persistence names (``SessionService``, ``sessions_router``, retention)
+are imported on first use, so an app that only wants cookie sessions never loads
+SQLAlchemy. See docs/architecture.md for the layers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from agentsession.config import AgentSessionConfig, load_config
-from agentsession.cookies import CookieCodec
 from agentsession.errors import (
     AgentSessionError,
     ConfigError,
@@ -12,42 +21,90 @@ from agentsession.errors import (
     SessionTooLarge,
     StoreUnavailable,
 )
-from agentsession.middleware import SessionMiddleware, get_session_service
-from agentsession.retention import PruneReport, RetentionScheduler, prune
-from agentsession.service import SessionService, SessionState
+from agentsession.middleware import (
+    SessionMiddleware,
+    get_middleware,
+    get_persistence,
+    get_session_service,
+)
 from agentsession.session import (
     Session,
     get_client_id,
     get_session_id,
+    regenerate_client_id,
     regenerate_session_id,
     set_session_id,
 )
+from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from agentsession.api import ApiError, sessions_router
+    from agentsession.identity import resolve_user
+    from agentsession.persistence import Persistence
+    from agentsession.retention import PruneReport, RetentionScheduler, prune
+    from agentsession.service import SessionService, SessionState
 
 __version__ = "0.1.0"
+
+#: Public names imported on first use: name -> module.
+_LAZY = {
+    "ApiError": "agentsession.api",
+    "sessions_router": "agentsession.api",
+    "resolve_user": "agentsession.identity",
+    "Persistence": "agentsession.persistence",
+    "PruneReport": "agentsession.retention",
+    "RetentionScheduler": "agentsession.retention",
+    "prune": "agentsession.retention",
+    "SessionService": "agentsession.service",
+    "SessionState": "agentsession.service",
+}
 
 __all__ = [
     "AgentSessionConfig",
     "AgentSessionError",
+    "ApiError",
     "ConfigError",
-    "CookieCodec",
+    "FeedbackRecord",
     "IdConflict",
     "InvalidInput",
+    "Page",
+    "Persistence",
     "PruneReport",
     "RetentionScheduler",
     "Session",
     "SessionMiddleware",
     "SessionNotFound",
+    "SessionRecord",
     "SessionService",
     "SessionState",
     "SessionTooLarge",
     "StoreUnavailable",
+    "TaskRecord",
     "__version__",
     "get_client_id",
+    "get_middleware",
+    "get_persistence",
     "get_session_id",
     "get_session_service",
     "load_config",
     "prune",
+    "regenerate_client_id",
     "regenerate_session_id",
+    "resolve_user",
     "sessions_router",
     "set_session_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a persistence name on first use (PEP 562) and keep it."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentsession' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,4 +1,4 @@
-"""sessions_router(): the HTTP API a chat UI needs, as one router (DESIGN §7).
+"""sessions_router(): the HTTP API a chat UI needs, as one router.
 
 Conversations, their chat history, feedback and the caller's web session, in camelCase
 JSON, for the user ``identity`` resolves. Every route is a plain Starlette endpoint, so
@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, Router
 
+from agentsession.common import API_DEFAULT_PAGE_SIZE, API_MAX_PAGE_SIZE
 from agentsession.errors import (
     IdConflict,
     InvalidInput,
@@ -27,8 +28,8 @@ from agentsession.errors import (
     StoreUnavailable,
 )
 from agentsession.identity import UserResolver, resolve_user
-from agentsession.middleware import SessionMiddleware
-from agentsession.openapi import DEFAULT_LIMIT, MAX_LIMIT, OPERATIONS
+from agentsession.middleware import SessionMiddleware, get_middleware
+from agentsession.openapi import OPERATIONS
 from agentsession.service import SessionService
 from agentsession.session import Session, get_client_id, get_session_id, set_session_id
 from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
@@ -91,7 +92,7 @@ def sessions_router(
     user_resolver: UserResolver | None = None,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
 ) -> APIRouter:
-    """The routes of DESIGN §7, to ``include_router`` (FastAPI) or ``Mount`` (Starlette).
+    """The routes of the README's HTTP API, to ``include_router`` (FastAPI) or ``Mount``.
 
     ``user_resolver(request)`` returns the caller's user id (or None: 401); the default
     is ``identity.current_user``. ``max_body_size`` bounds every request body in bytes.
@@ -382,10 +383,12 @@ class _Handlers:
 
 
 def _middleware(request: Request) -> SessionMiddleware:
-    source = getattr(request.scope.get("session"), "_source", None)
-    if not isinstance(source, SessionMiddleware):
-        raise RuntimeError("sessions_router() needs agentsession.SessionMiddleware on the app")
-    return source
+    try:
+        return get_middleware(request)
+    except RuntimeError:
+        raise RuntimeError(
+            "sessions_router() needs agentsession.SessionMiddleware on the app"
+        ) from None
 
 
 def _session_of(request: Request) -> Session:
@@ -401,10 +404,12 @@ def _session_id(request: Request) -> str:
 def _paging(request: Request) -> tuple[int, str | None]:
     query = request.query_params
     text = query.get("limit")
-    limit = DEFAULT_LIMIT
+    limit = API_DEFAULT_PAGE_SIZE
     if text is not None:
-        if not _is_number(text) or not 1 <= int(text) <= MAX_LIMIT:
-            raise _invalid("limit", f"must be an integer from 1 to {MAX_LIMIT}, not {text!r:.40}")
+        if not _is_number(text) or not 1 <= int(text) <= API_MAX_PAGE_SIZE:
+            raise _invalid(
+                "limit", f"must be an integer from 1 to {API_MAX_PAGE_SIZE}, not {text!r:.40}"
+            )
         limit = int(text)
     return limit, query.get("cursor")
 

@@ -1,4 +1,4 @@
-"""The ``agentsession`` command (DESIGN §6): ``migrate``, ``prune [--dry-run]``, ``stats``.
+"""The ``agentsession`` command: ``migrate``, ``prune [--dry-run]``, ``stats``.
 
 The configuration comes from ``--config FILE`` (with environment overrides) or from
 the environment alone. Exit status: 0 done; 1 the database is unavailable, not
@@ -17,14 +17,15 @@ from typing import TextIO
 
 from sqlalchemy import func, select
 
+from agentsession.common import now_ms
 from agentsession.config import AgentSessionConfig, load_config
-from agentsession.db.engine import create_engine, mask_url
-from agentsession.db.lease import holder_query
-from agentsession.db.migrate import current_revision, head_revision, migrate
-from agentsession.db.schema import chat_tasks, feedback, sessions
 from agentsession.errors import ConfigError, StoreUnavailable
 from agentsession.retention import BATCH_PAUSE, DAY_MS, LEASE_NAME, PruneReport, prune
-from agentsession.service import SessionService, now_ms
+from agentsession.service import SessionService
+from agentsession.stores.sql.engine import create_engine, mask_url
+from agentsession.stores.sql.lease import holder_query
+from agentsession.stores.sql.migrate import current_revision, head_revision, migrate
+from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
 
 __all__ = ["main"]
 

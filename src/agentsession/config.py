@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from agentsession.errors import ConfigError
 
 __all__ = [
@@ -26,6 +24,7 @@ __all__ = [
     "RetentionConfig",
     "ServiceConfig",
     "config_from_mapping",
+    "cookie_config",
     "load_config",
     "parse_duration",
 ]
@@ -33,7 +32,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CookieConfig:
-    """The signed-cookie layer (DESIGN §3); durations in seconds, secrets kept out of repr."""
+    """The signed-cookie layer; durations in seconds, secrets kept out of repr."""
 
     secret_key: str | None = field(default=None, repr=False)
     secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
@@ -58,7 +57,7 @@ class CookieConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceConfig:
-    """Where conversations live (DESIGN §4): ``memory``, or ``sql`` at ``database_url``."""
+    """Where conversations live: ``memory``, or ``sql`` at ``database_url``."""
 
     type: Literal["memory", "sql"] = "memory"
     database_url: str | None = field(default=None, repr=False)  # may hold a password
@@ -68,7 +67,7 @@ class ServiceConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetentionConfig:
-    """What the retention scheduler prunes and how often (DESIGN §5)."""
+    """What the retention scheduler prunes and how often."""
 
     enabled: bool = True
     task_retention_days: int = 90
@@ -138,6 +137,8 @@ def load_config(
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise ConfigError(f"cannot read config file {os.fspath(path)!r}: {reason}") from exc
     text = _substitute(text, env)
+    import yaml  # here, not at the top: cookie-only apps never read a file
+
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -180,6 +181,36 @@ def parse_duration(value: object, key: str, *, allow_none: bool = False) -> int 
             raise _fail(key, value, "a duration may not be negative")
         return seconds
     return _int(value, key, minimum=0)
+
+
+#: ``SessionMiddleware``'s keyword arguments (Starlette's names) and the settings of the
+#: ``session`` section they set.
+COOKIE_ARGUMENTS: dict[str, str] = {
+    "secret_key": "secret_key",
+    "session_cookie": "cookie_name",
+    "max_age": "max_age",
+    "path": "path",
+    "same_site": "same_site",
+    "https_only": "https_only",
+    "domain": "domain",
+    "partitioned": "partitioned",
+    "secret_key_fallbacks": "secret_key_fallbacks",
+    "refresh_after": "refresh_after",
+}
+
+
+def cookie_config(arguments: Mapping[str, object]) -> CookieConfig:
+    """The cookie settings given as ``SessionMiddleware`` keyword arguments.
+
+    Each value goes through the parser its YAML setting goes through, so a bad one
+    raises the same ``ConfigError``, naming the argument (``session_cookie: ...``).
+    """
+    parsers = _SECTIONS["session"]
+    values: dict[str, Any] = {}
+    for argument, value in arguments.items():
+        setting = COOKIE_ARGUMENTS[argument]
+        values[setting] = parsers[setting](value, argument)
+    return CookieConfig(**values)
 
 
 # --- private: reading sections ------------------------------------------------------------
@@ -377,6 +408,14 @@ def _nullable_duration(value: object, key: str) -> int | None:
     return parse_duration(value, key, allow_none=True)
 
 
+def _max_age(value: object, key: str) -> int | None:
+    """A duration or None (a browser-session cookie). A negative whole number is taken,
+    as Starlette takes it: every cookie is then already expired."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return parse_duration(value, key, allow_none=True)
+
+
 def _days(value: object, key: str) -> int:
     return _int(value, key, minimum=0)
 
@@ -390,7 +429,7 @@ _SECTIONS: dict[str, dict[str, _Parser]] = {
         "secret_key": lambda v, k: _optional_str(v, k, secret=True),
         "secret_key_fallbacks": _fallbacks,
         "cookie_name": _cookie_name,
-        "max_age": _nullable_duration,
+        "max_age": _max_age,
         "path": _path,
         "domain": _domain,
         "same_site": lambda v, k: _choice(v, k, ("lax", "strict", "none")),

@@ -1,4 +1,4 @@
-"""Who the caller is: the user id the HTTP API acts for (DESIGN §7).
+"""Who the caller is: the user id the HTTP API acts for.
 
 By default that is ``request.state.user["id"]`` where an auth layer put a user there,
 else the signed ``client_id`` of the browser or token client (an anonymous user per
@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import HTTPConnection
 
-from agentsession.session import SESSION_ID_MAX_LENGTH, get_client_id
+from agentsession.common import ID_LENGTH
+from agentsession.session import get_client_id
 
 __all__ = ["UserResolver", "current_user", "resolve_user"]
 
@@ -49,7 +50,7 @@ async def resolve_user(request: HTTPConnection, resolver: UserResolver | None = 
 def _usable(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not 0 < len(value) <= SESSION_ID_MAX_LENGTH:
+    if not isinstance(value, str) or not 0 < len(value) <= ID_LENGTH:
         return None
     if "\x00" in value or not _encodable(value):
         return None

@@ -6,9 +6,10 @@ no lifespan events, before the first request); shutdown hooks run in reverse ord
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+
+import anyio
 
 __all__ = ["Hook", "Lifecycle"]
 
@@ -22,7 +23,7 @@ class Lifecycle:
     def __init__(self) -> None:
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
-        self._lock: asyncio.Lock | None = None
+        self._lock: anyio.Lock | None = None
         self.started = False
         #: True while hooks exist that have not run: the only check on the request path.
         self.pending = False
@@ -41,7 +42,7 @@ class Lifecycle:
         if self.started:
             return
         if self._lock is None:
-            self._lock = asyncio.Lock()
+            self._lock = anyio.Lock()
         async with self._lock:
             if self.started:
                 return

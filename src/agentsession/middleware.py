@@ -12,15 +12,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
+import sys
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from starlette.datastructures import Secret
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentsession.config import AgentSessionConfig, CookieConfig
+from agentsession.common import new_id
+from agentsession.config import AgentSessionConfig, CookieConfig, cookie_config
 from agentsession.cookies import (
     COOKIE_SIZE_LIMIT,
     TOKEN_PREFIX,
@@ -30,11 +33,20 @@ from agentsession.cookies import (
 )
 from agentsession.errors import ConfigError
 from agentsession.lifecycle import Hook, Lifecycle
-from agentsession.retention import RetentionScheduler
-from agentsession.service import SessionService
-from agentsession.session import Session, new_id
+from agentsession.session import Session
 
-__all__ = ["TOKEN_HEADER", "SessionMiddleware", "get_session_service"]
+if TYPE_CHECKING:
+    from agentsession.persistence import Persistence
+    from agentsession.retention import RetentionScheduler
+    from agentsession.service import SessionService
+
+__all__ = [
+    "TOKEN_HEADER",
+    "SessionMiddleware",
+    "get_middleware",
+    "get_persistence",
+    "get_session_service",
+]
 
 logger = logging.getLogger("agentsession")
 
@@ -67,7 +79,14 @@ _STARLETTE_MARKS_ACCESS = _starlette_marks_access()
 
 
 class SessionMiddleware:
-    """Gives every request a signed ``request.session`` and the ids beside it."""
+    """Gives every request a signed ``request.session`` and the ids beside it.
+
+    With cookie settings alone it is the cookie layer and nothing else: no store, no
+    task, any anyio backend. ``config=``, ``service=`` or ``SESSION_DATABASE_URL``
+    also give it a ``Persistence`` (store, service, retention scheduler) that it
+    starts and stops with the app; without them the first ``get_session_service``
+    call makes a memory one.
+    """
 
     def __init__(
         self,
@@ -88,18 +107,39 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.config = config
-        arguments = CookieConfig(
-            secret_key=None if secret_key is None else str(secret_key),
-            secret_key_fallbacks=tuple(str(key) for key in secret_key_fallbacks),
-            cookie_name=session_cookie,
-            max_age=max_age,
-            path=path,
-            same_site=same_site,
-            https_only=https_only,
-            domain=domain,
-            partitioned=partitioned,
-            refresh_after=refresh_after,
-        )
+        self.lifecycle = Lifecycle()
+        self._persistence: Persistence | None = None
+        arguments = {
+            "secret_key": None if secret_key is None else str(secret_key),
+            "session_cookie": session_cookie,
+            "max_age": max_age,
+            "path": path,
+            "same_site": same_site,
+            "https_only": https_only,
+            "domain": domain,
+            "partitioned": partitioned,
+            "secret_key_fallbacks": tuple(str(key) for key in secret_key_fallbacks)
+            if isinstance(secret_key_fallbacks, list | tuple)
+            else secret_key_fallbacks,
+            "refresh_after": refresh_after,
+        }
+        try:
+            self._configure(cookie_config(arguments), config, service)
+        except ConfigError as error:
+            if not _built_by_starlette():
+                raise
+            # Starlette and FastAPI build their middleware on the app's first ASGI
+            # event, the lifespan startup: raising there reads to uvicorn as "lifespan
+            # unsupported", and the app would serve 500s. Fail the startup instead.
+            logger.error("agentsession cannot start: %s", error)
+            self.lifecycle.on_startup(_raise(error))
+
+    def _configure(
+        self,
+        arguments: CookieConfig,
+        config: AgentSessionConfig | None,
+        service: SessionService | None,
+    ) -> None:
         cookie = arguments if config is None else _merge(config.session, arguments)
         secret = cookie.secret_key or os.environ.get("SESSION_SECRET_KEY") or None
         if secret is None:
@@ -119,15 +159,6 @@ class SessionMiddleware:
             for key in os.environ.get("SESSION_SECRET_KEY_FALLBACKS", "").split(",")
             if key.strip()
         )
-        if cookie.same_site not in ("lax", "strict", "none"):
-            raise ConfigError(
-                f"same_site must be 'lax', 'strict' or 'none', not {cookie.same_site!r}"
-            )
-        if cookie.https_only not in (True, False, "auto"):
-            raise ConfigError(
-                f"https_only must be True, False or 'auto', not {cookie.https_only!r}"
-            )
-
         self.cookie = cookie
         self.refresh_after = cookie.effective_refresh_after
         self.codec = CookieCodec(
@@ -136,20 +167,6 @@ class SessionMiddleware:
             max_age=cookie.max_age,
             max_size=COOKIE_SIZE_LIMIT - len(cookie.cookie_name) - 1,
         )
-        self.lifecycle = Lifecycle()
-        #: Conversations, tasks, feedback and state: ``config.session_service`` (memory
-        #: by default), or the ``service=`` given. Started and closed with the app.
-        # Without config=, the environment decides (SESSION_DATABASE_URL), as load_config().
-        settings = config or AgentSessionConfig.from_mapping({})
-        self.service = service if service is not None else SessionService.from_config(settings)
-        self.lifecycle.on_startup(self.service.start)
-        self.lifecycle.on_shutdown(self.service.close)
-        #: Prunes old rows per ``data_retention`` (None when disabled); stopped first.
-        self.retention: RetentionScheduler | None = None
-        if settings.data_retention.enabled:
-            self.retention = RetentionScheduler(self.service, settings.data_retention)
-            self.lifecycle.on_startup(self.retention.start)
-            self.lifecycle.on_shutdown(self.retention.stop)
         self._cookie_name = cookie.cookie_name.encode("latin-1")
 
         # Set-Cookie spelled exactly as Starlette spells it, one variant per Secure flag.
@@ -164,6 +181,41 @@ class SessionMiddleware:
             s: f"{self._head}null; path={cookie.path}; {_EXPIRED}{flags[s]}{tail}".encode("latin-1")
             for s in flags
         }
+
+        # Persistence only when asked for: a cookie-only app never imports a store.
+        if service is not None or config is not None or _database_url_set():
+            from agentsession.persistence import Persistence
+
+            settings = config or AgentSessionConfig.from_mapping({})
+            if service is not None:
+                self._persistence = Persistence(service, settings.data_retention)
+            else:
+                self._persistence = Persistence.from_config(settings)
+            self.lifecycle.on_startup(self._persistence.start)
+            self.lifecycle.on_shutdown(self._persistence.close)
+
+    @property
+    def persistence(self) -> Persistence:
+        """The store, service and scheduler of this app; a memory one if none was asked for.
+
+        The memory one is made on first use and needs no startup: the memory store
+        runs on any anyio backend and starts no task.
+        """
+        if self._persistence is None:
+            from agentsession.persistence import Persistence
+
+            self._persistence = Persistence.from_config(AgentSessionConfig.from_mapping({}))
+        return self._persistence
+
+    @property
+    def service(self) -> SessionService:
+        """Conversations, tasks, feedback and state: ``persistence.service``."""
+        return self.persistence.service
+
+    @property
+    def retention(self) -> RetentionScheduler | None:
+        """The retention scheduler, if this app's store needs one and it is enabled."""
+        return self.persistence.retention
 
     def on_startup(self, hook: Hook) -> None:
         """Run ``hook`` on lifespan startup (or before the first request)."""
@@ -303,24 +355,61 @@ class SessionMiddleware:
             return scope.get("scheme") in ("https", "wss")
         return bool(self.cookie.https_only)
 
-    # Lifespan: the app's own handling stays as it is; ours wraps it.
+    # Lifespan: ours runs before the app's startup and after its shutdown.
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the startup hooks, then the app's lifespan; the shutdown hooks last.
+
+        A failing startup hook is answered with ``lifespan.startup.failed`` (and the
+        error raised, as Starlette's router does), so that every server, uvicorn's
+        default ``--lifespan auto`` included, logs the cause and exits. An app that
+        does not speak the lifespan protocol gets it spoken for it.
+        """
         lifecycle = self.lifecycle
+        first = await receive()
+        if first["type"] == "lifespan.startup":
+            try:
+                await lifecycle.startup()
+            except Exception as error:
+                await send({"type": "lifespan.startup.failed", "message": _failure(error)})
+                raise
+        pending: Message | None = first
+        answered = False  # the app sent lifespan.startup.complete or .failed
 
         async def receive_wrapper() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await lifecycle.startup()
-            return message
+            nonlocal pending
+            if pending is not None:
+                message, pending = pending, None
+                return message
+            return await receive()
 
         async def send_wrapper(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            nonlocal answered
+            kind = message["type"]
+            if kind in ("lifespan.startup.complete", "lifespan.startup.failed"):
+                answered = True
+            if kind in (
+                "lifespan.startup.failed",
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+            ):
                 await lifecycle.shutdown()
             await send(message)
 
         try:
             await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception:
+            if answered or first["type"] != "lifespan.startup":
+                raise
+            # The app does not speak lifespan (it raised before answering): ours ran,
+            # so answer for it and wait for the server's shutdown.
+            logger.debug("the app does not handle lifespan; agentsession answers for it")
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            while message["type"] != "lifespan.shutdown":
+                message = await receive()
+            await lifecycle.shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
         finally:
             await lifecycle.shutdown()
 
@@ -344,17 +433,37 @@ class _HttpSession(Session):
         return self._send(message)
 
 
+def get_middleware(conn: HTTPConnection | Scope) -> SessionMiddleware:
+    """The ``SessionMiddleware`` that handles this request (or scope).
+
+    Raises ``RuntimeError`` when the app has none.
+    """
+    scope = conn.scope if isinstance(conn, HTTPConnection) else conn
+    session = scope.get("session")
+    source = session._source if isinstance(session, Session) else None
+    if not isinstance(source, SessionMiddleware):
+        raise RuntimeError(
+            "no agentsession.SessionMiddleware handles this request: add it to the app"
+        )
+    return source
+
+
+def get_persistence(conn: HTTPConnection | Scope) -> Persistence:
+    """The app's ``Persistence`` (store, service, retention scheduler)."""
+    return get_middleware(conn).persistence
+
+
 def get_session_service(request: HTTPConnection) -> SessionService:
     """The ``SessionService`` of the app's ``SessionMiddleware``; a FastAPI dependency too.
 
     ``service: SessionService = Depends(get_session_service)``.
     """
-    source = getattr(request.scope.get("session"), "_source", None)
-    if not isinstance(source, SessionMiddleware):
+    try:
+        return get_middleware(request).service
+    except RuntimeError:
         raise RuntimeError(
             "get_session_service() found no agentsession.SessionMiddleware: add it to the app"
-        )
-    return source.service
+        ) from None
 
 
 def _merge(configured: CookieConfig, arguments: CookieConfig) -> CookieConfig:
@@ -383,3 +492,38 @@ def _add_vary(headers: list[Any], value: bytes) -> None:
                 headers[i] = (name, existing + b", " + value)
             return
     headers.append((b"vary", value))
+
+
+def _built_by_starlette() -> bool:
+    """Whether Starlette's (or FastAPI's) ``build_middleware_stack`` is constructing us.
+
+    They build the stack on the app's first ASGI event, which is the lifespan startup.
+    """
+    frame = sys._getframe(2)  # _built_by_starlette <- __init__ <- the caller
+    return frame.f_code.co_name == "build_middleware_stack"
+
+
+def _database_url_set() -> bool:
+    """Whether the environment names a database (the one-line setup of the README)."""
+    return any(
+        os.environ.get(name, "").strip()
+        for name in ("SESSION_DATABASE_URL", "WEB_UI_GATEWAY_DATABASE_URL")
+    )
+
+
+def _raise(error: BaseException) -> Hook:
+    """A startup hook that fails with ``error``."""
+
+    async def fail() -> None:
+        raise error
+
+    return fail
+
+
+_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+
+
+def _failure(error: BaseException) -> str:
+    """The startup failure as the server logs it: the cause, passwords in URLs masked."""
+    text = f"agentsession could not start: {type(error).__name__}: {error}"
+    return _PASSWORD.sub(r"\g<head>***@", text)

@@ -10,15 +10,13 @@ from __future__ import annotations
 import copy
 from typing import Any, Final
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "OPERATIONS", "openapi_document"]
+from agentsession.common import API_DEFAULT_PAGE_SIZE, API_MAX_PAGE_SIZE, ID_LENGTH, NAME_LENGTH
 
-#: Page size of a listing when ``limit`` is not given, and the largest one allowed.
-DEFAULT_LIMIT: Final = 20
-MAX_LIMIT: Final = 100
+__all__ = ["OPERATIONS", "openapi_document"]
 
-_ID: Final = {"type": "string", "minLength": 1, "maxLength": 255}
-_NAME: Final = {"type": ["string", "null"], "maxLength": 255}
-_OPTIONAL_ID: Final = {"type": ["string", "null"], "minLength": 1, "maxLength": 255}
+_ID: Final = {"type": "string", "minLength": 1, "maxLength": ID_LENGTH}
+_NAME: Final = {"type": ["string", "null"], "maxLength": NAME_LENGTH}
+_OPTIONAL_ID: Final = {"type": ["string", "null"], "minLength": 1, "maxLength": ID_LENGTH}
 _TIME: Final = {"type": "integer", "description": "epoch milliseconds"}
 _OPTIONAL_TIME: Final = {"type": ["integer", "null"], "description": "epoch milliseconds"}
 _RATING: Final = {"type": "string", "enum": ["up", "down"]}
@@ -148,7 +146,12 @@ _SESSION_ID_PATH: Final = {
 _PAGING: Final = [
     _query(
         "limit",
-        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": API_MAX_PAGE_SIZE,
+            "default": API_DEFAULT_PAGE_SIZE,
+        },
         "items per page",
     ),
     _query("cursor", {"type": "string"}, "`meta.nextCursor` of the previous page"),

@@ -1,14 +1,14 @@
-"""Retention (DESIGN §5): ``prune()`` deletes old rows; ``RetentionScheduler`` runs it.
+"""Retention: ``prune()`` deletes old rows; ``RetentionScheduler`` runs it.
 
 A run deletes, in this order: chat tasks not updated for ``task_retention_days``,
 feedback older than ``feedback_retention_days``, conversations past their
 ``expires_at``, and conversations idle for ``session_retention_days`` (0 days: that
-rule is off). On SQL stores it walks each index oldest first in batches of at most
-``batch_size`` rows, each batch one short statement (see ``db.prune``), resting
-between batches so that the app's own statements keep most of the database; it holds
-the ``retention`` lease (``db.lease``) so that one instance at a time prunes, renews
-it as it goes and lets it go at the end. On the memory store the same rules run in
-one pass over the process's own data.
+rule is off). It knows no backend: it calls the store's retention methods (the Store
+contract in ``stores.base``), one batch of at most ``batch_size`` rows at a time,
+resting between batches so that the app's own statements keep most of the database,
+and holds the store's ``retention`` lease so that one instance at a time prunes,
+renewing it as it goes and letting it go at the end. How a batch is deleted is the
+store's business (the SQL one: ``stores.sql.prune``).
 """
 
 from __future__ import annotations
@@ -21,39 +21,22 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypeVar
 
-from sqlalchemy import Executable
+import anyio
 
+from agentsession.common import DAY_MS, now_ms
 from agentsession.config import AgentSessionConfig, RetentionConfig
-from agentsession.db.lease import (
-    Holder,
-    acquire_statement,
-    holder_query,
-    lease_taken,
-    release_statement,
-)
-from agentsession.db.prune import (
-    RULES,
-    Cutoffs,
-    boundary_query,
-    count_query,
-    delete_batch,
-    delete_ids,
-    delete_range,
-    idle_window,
-    select_batch,
-)
 from agentsession.errors import AgentSessionError, StoreUnavailable
-from agentsession.service import SessionService, now_ms
-from agentsession.stores.memory import MemoryStore
-from agentsession.stores.sql import SqlStore
+from agentsession.service import SessionService
+from agentsession.stores.base import RULES, Cutoffs, Holder
 
-__all__ = ["LEASE_NAME", "PruneReport", "RetentionScheduler", "prune"]
+__all__ = ["DAY_MS", "LEASE_NAME", "PruneReport", "RetentionScheduler", "cutoffs", "prune"]
 
 logger = logging.getLogger("agentsession.retention")
+T = TypeVar("T")
 
 #: The ``agentsession_leases`` row that one pruning instance at a time holds.
 LEASE_NAME = "retention"
@@ -71,8 +54,6 @@ BATCH_PAUSE = 3.0
 #: app's statements never wait long behind one.
 BATCH_TIME = 0.02
 MIN_BATCH = 100
-#: Milliseconds in a day: retention days to epoch-ms cutoffs.
-DAY_MS = 86_400_000
 
 #: ``on_batch(rule, rows)``: called after each batch (``rule`` is a ``RULES`` name).
 BatchCallback = Callable[[str, int], None]
@@ -175,21 +156,12 @@ async def prune(
 
 def cutoffs(retention: RetentionConfig, now: int) -> Cutoffs:
     """The cutoffs of ``retention`` at ``now`` (0 days: that rule is off)."""
-
-    def before(days: int) -> int | None:
-        return None if days == 0 else now - days * DAY_MS
-
-    return Cutoffs(
-        now=now,
-        tasks=before(retention.task_retention_days),
-        feedback=before(retention.feedback_retention_days),
-        idle=before(retention.session_retention_days),
-    )
+    return Cutoffs.from_retention(retention, now)
 
 
 @dataclass(eq=False)
 class _Run:
-    """One run of ``prune``; its counters are readable while it runs."""
+    """One run of ``prune`` over any ``Store``; its counters are readable while it runs."""
 
     service: SessionService
     retention: RetentionConfig
@@ -199,7 +171,7 @@ class _Run:
     pause: float = BATCH_PAUSE
     lease_ttl: float = LEASE_TTL
     owner: str = field(default_factory=lambda: new_owner())
-    stop: asyncio.Event | None = None
+    stop: anyio.Event | None = None
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
     batches: int = 0
     longest: float = 0.0
@@ -220,94 +192,56 @@ class _Run:
 
     async def execute(self) -> PruneReport:
         self.started = time.monotonic()
-        cut = cutoffs(self.retention, now_ms() if self.now is None else self.now)
-        store = self.service.store
-        if isinstance(store, SqlStore):
-            report = await self._sql(store, cut)
-        elif isinstance(store, MemoryStore):
-            found = await store.prune(
-                cut.now,
-                tasks_before=cut.tasks,
-                feedback_before=cut.feedback,
-                idle_before=cut.idle,
-                dry_run=self.dry_run,
-            )
-            self.counts.update(found)
-            report = self.report()
-        else:  # another Store: it may at least sweep its expired conversations
-            sweep = getattr(store, "sweep", None)
-            if sweep is None:
-                raise TypeError(f"prune() does not know how to prune {type(store).__name__}")
-            if not self.dry_run:
-                self.counts["expired_sessions"] = int(await sweep(cut.now))
-            report = self.report()
+        cut = Cutoffs.from_retention(self.retention, now_ms() if self.now is None else self.now)
+        report = await self._count(cut) if self.dry_run else await self._delete(cut)
         logger.info("%s", report.summary())
         return report
 
-    # SQL
+    async def _count(self, cut: Cutoffs) -> PruneReport:
+        store = self.service.store
+        for rule in RULES:
+            if cut.enabled(rule):
+                self.counts[rule] = await self._call(store.count_prunable(rule, cut))
+        return self.report()
 
-    async def _sql(self, store: SqlStore, cut: Cutoffs) -> PruneReport:
-        if self.dry_run:
-            for rule in RULES:
-                if cut.enabled(rule):
-                    rows = await self._execute(store, count_query(rule, cut), fetch=True)
-                    self.counts[rule] = int(rows[0][0])
-            return self.report()
-        if not await self._take_lease(store):
-            return self.report(skipped=_busy(await self._holder(store)))
+    async def _delete(self, cut: Cutoffs) -> PruneReport:
+        if not await self._take_lease():
+            return self.report(skipped=_busy(await self._holder()))
         try:
             logger.debug("retention run started by %s", self.owner)
             for rule in RULES:
-                if cut.enabled(rule) and not await self._rule(store, rule, cut):
+                if cut.enabled(rule) and not await self._rule(rule, cut):
                     self.complete = False
                     break
             return self.report()
         finally:
             with contextlib.suppress(Exception):
-                await self._execute(store, release_statement(LEASE_NAME, self.owner, now_ms()))
+                store = self.service.store
+                await self._call(store.release_lease(LEASE_NAME, self.owner, now_ms()))
 
-    async def _rule(self, store: SqlStore, rule: str, cut: Cutoffs) -> bool:
+    async def _rule(self, rule: str, cut: Cutoffs) -> bool:
         """Delete the rule's rows batch by batch; False if stopped or the lease was lost."""
+        store = self.service.store
         largest = self.retention.batch_size
         smallest = min(largest, MIN_BATCH)
         size = largest
-        after: int | None = None
-        window: tuple[int, str] | None = None  # idle_sessions: the last candidate seen
+        position: object | None = None
         while True:
             if self.stop is not None and self.stop.is_set():
                 return False
-            if not await self._keep_lease(store):
-                holder = await self._holder(store)
+            if not await self._keep_lease():
+                holder = await self._holder()
                 logger.warning("retention run stopped: the lease was lost (%s)", _busy(holder))
                 return False
             started = time.monotonic()
-            if rule == "idle_sessions":
-                candidates = await self._execute(store, idle_window(cut, window, size), fetch=True)
-                deleted = 0
-                if candidates:
-                    deleted = await self._rowcount(store, delete_ids(rule, cut, candidates))
-                    window = (int(candidates[-1][1]), str(candidates[-1][0]))
-                done = len(candidates) < size
-            elif store.dialect == "mysql":
-                deleted, upto = await self._mysql_batch(store, rule, cut, after, size)
-                done = upto is None
-                after = after if upto is None else upto
-            else:
-                statement = delete_batch(store.dialect, rule, cut, after, size)
-                rows = await self._execute(store, statement, fetch=True)
-                if store.dialect == "postgresql":  # (count, max key)
-                    deleted, last = int(rows[0][0]), rows[0][1]
-                else:  # the keys
-                    deleted, last = len(rows), max((row[0] for row in rows), default=None)
-                done = deleted < size
-                after = after if last is None else int(last)
+            deleted, position = await self._call(store.prune_batch(rule, cut, position, size))
             elapsed = time.monotonic() - started
             self.batches += 1
             self.longest = max(self.longest, elapsed)
             self.counts[rule] += deleted
             if self.on_batch is not None:
                 self.on_batch(rule, deleted)
-            if done:
+            if position is None:
                 return True
             if elapsed > BATCH_TIME:
                 size = max(smallest, size // 2)
@@ -317,58 +251,29 @@ class _Run:
             if rest > 0 and await _wait(self.stop, rest):
                 return False
 
-    async def _mysql_batch(
-        self, store: SqlStore, rule: str, cut: Cutoffs, after: int | None, size: int
-    ) -> tuple[int, int | None]:
-        """Rows deleted, and the key the next batch starts from (None: the rule is done)."""
-        found = await self._execute(store, boundary_query(rule, cut, after, size), fetch=True)
-        if found:
-            upto = int(found[0][0])
-            return await self._rowcount(store, delete_range(rule, cut, after, upto, size)), upto
-        # Fewer than a batch left: delete those rows by id.
-        rows = await self._execute(store, select_batch(rule, cut, after, size), fetch=True)
-        if not rows:
-            return 0, None
-        return await self._rowcount(store, delete_ids(rule, cut, rows)), None
-
-    async def _take_lease(self, store: SqlStore) -> bool:
+    async def _take_lease(self) -> bool:
         """Take or renew the lease; False if another instance holds it."""
         now = now_ms()
         until = now + int(self.lease_ttl * 1000)
-        statement = acquire_statement(store.dialect, LEASE_NAME, self.owner, until, now)
-        fetch = store.dialect != "mysql"
-        rows, _, last_id = await self._run(store, statement, fetch=fetch)
-        taken = lease_taken(store.dialect, rows, last_id)
+        store = self.service.store
+        taken = await self._call(store.take_lease(LEASE_NAME, self.owner, until, now))
         self.renew_at = now + int(self.lease_ttl * 1000 / RENEW_SHARE) if taken else 0
         return taken
 
-    async def _keep_lease(self, store: SqlStore) -> bool:
+    async def _keep_lease(self) -> bool:
         """Before a batch: renew the lease once a share of it has passed (wall clock, so a
         suspended process notices that it may have lost it)."""
-        return now_ms() < self.renew_at or await self._take_lease(store)
+        return now_ms() < self.renew_at or await self._take_lease()
 
-    async def _holder(self, store: SqlStore) -> Holder | None:
-        rows = await self._execute(store, holder_query(LEASE_NAME), fetch=True)
-        return Holder(rows[0][0], int(rows[0][1])) if rows else None
+    async def _holder(self) -> Holder | None:
+        return await self._call(self.service.store.lease_holder(LEASE_NAME))
 
-    async def _execute(
-        self, store: SqlStore, statement: Executable, *, fetch: bool = False
-    ) -> Sequence[Any]:
-        rows, _, _ = await self._run(store, statement, fetch=fetch)
-        return rows
-
-    async def _rowcount(self, store: SqlStore, statement: Executable) -> int:
-        _, count, _ = await self._run(store, statement)
-        return count
-
-    async def _run(
-        self, store: SqlStore, statement: Executable, *, fetch: bool = False
-    ) -> tuple[Sequence[Any], int, int | None]:
-        """One statement through the store (deadlock retries, ``StoreUnavailable``)."""
+    async def _call(self, operation: Awaitable[T]) -> T:
+        """One store call, bounded: a batch may take longer than the app's calls."""
         limit = max(self.service.timeout, BATCH_TIMEOUT)
         try:
-            async with asyncio.timeout(limit):
-                return await store._run(statement, fetch=fetch)
+            with anyio.fail_after(limit):
+                return await operation
         except TimeoutError:
             raise StoreUnavailable(
                 f"a retention statement did not finish within {limit} seconds"
@@ -387,14 +292,13 @@ def _busy(holder: Holder | None) -> str:
     return f"the retention lease is held by {holder.owner} until {until} UTC"
 
 
-async def _wait(event: asyncio.Event | None, seconds: float) -> bool:
+async def _wait(event: anyio.Event | None, seconds: float) -> bool:
     """Sleep ``seconds`` or until ``event`` is set; whether it was set."""
     if event is None:
-        await asyncio.sleep(seconds)
+        await anyio.sleep(seconds)
         return False
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
+    with anyio.move_on_after(seconds):
+        await event.wait()
     return event.is_set()
 
 
@@ -431,7 +335,7 @@ class RetentionScheduler:
         self.runs = 0
         self.last_report: PruneReport | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
+        self._stop: anyio.Event | None = None
 
     @property
     def running(self) -> bool:
@@ -443,7 +347,7 @@ class RetentionScheduler:
         if self.running:
             return
         await self.service.start()
-        self._stop = asyncio.Event()
+        self._stop = anyio.Event()
         self._task = asyncio.create_task(self._loop(), name="agentsession-retention")
 
     async def stop(self) -> None:
@@ -492,7 +396,7 @@ class RetentionScheduler:
         loop = asyncio.get_running_loop()
         delay = random.uniform(0, self.startup_jitter)
         while not await _wait(self._stop, delay):
-            if not self.service._started:
+            if not self.service.started:
                 # Closed without stop() (an app that never got a lifespan shutdown).
                 logger.debug("retention scheduler stops: its service was closed")
                 return

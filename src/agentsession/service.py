@@ -10,21 +10,29 @@ anything is written; a backend that is down or slow raises ``StoreUnavailable``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import inspect
 import json
 import random
-import secrets
-import time
 from collections.abc import Awaitable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+import anyio
+import sniffio
+
+from agentsession.common import (
+    ID_LENGTH,
+    MAX_JSON_DEPTH,
+    MAX_PAGE_SIZE,
+    NAME_LENGTH,
+    dump_json,
+    new_id,
+    now_ms,
+)
 from agentsession.config import AgentSessionConfig, ServiceConfig
-from agentsession.db.schema import ID_LENGTH, NAME_LENGTH
-from agentsession.errors import InvalidInput, SessionNotFound, StoreUnavailable
+from agentsession.errors import ConfigError, InvalidInput, SessionNotFound, StoreUnavailable
 from agentsession.stores.base import (
     FeedbackFilter,
     FeedbackRecord,
@@ -40,24 +48,9 @@ T = TypeVar("T")
 
 #: The ratings ``add_feedback`` accepts.
 RATINGS: Final = ("up", "down")
-#: Largest page a listing returns.
-MAX_LIMIT: Final = 1000
-#: How deeply JSON values (bubbles, metadata, state) may nest; far beyond any real
-#: message, and far below where encoding them would exhaust Python's recursion limit.
-MAX_JSON_DEPTH: Final = 100
 #: How often a state write is retried after losing a race to another writer.
 STATE_WRITE_ATTEMPTS: Final = 100
 _DELETE: Final = object()
-
-
-def now_ms() -> int:
-    """The current time in epoch milliseconds, the unit of every stored time."""
-    return time.time_ns() // 1_000_000
-
-
-def new_record_id() -> str:
-    """A random id for conversations and feedback (256 bits, URL-safe)."""
-    return secrets.token_urlsafe(32)
 
 
 class SessionService:
@@ -80,7 +73,7 @@ class SessionService:
         self.ttl_ms = None if ttl is None else ttl * 1000
         self.timeout = timeout
         self._started = False
-        self._start_lock: asyncio.Lock | None = None
+        self._start_lock: anyio.Lock | None = None
 
     @classmethod
     def from_config(cls, config: AgentSessionConfig | ServiceConfig) -> SessionService:
@@ -95,7 +88,8 @@ class SessionService:
         else:
             from agentsession.stores.memory import MemoryStore
 
-            store = MemoryStore()
+            retention = config.data_retention if isinstance(config, AgentSessionConfig) else None
+            store = MemoryStore(retention=retention)
         return cls(store, ttl=service.ttl)
 
     async def start(self) -> None:
@@ -104,12 +98,25 @@ class SessionService:
         Called by the middleware's lifespan startup and by ``async with``; a service
         used without either starts itself on its first call.
         """
+        if getattr(self.store, "requires_asyncio", False):
+            library = sniffio.current_async_library()
+            if library != "asyncio":
+                raise ConfigError(
+                    f"session_service.type 'sql' needs asyncio (SQLAlchemy's async engine "
+                    f"runs on it), but this app runs on {library}: run it on asyncio, or "
+                    "use the memory store"
+                )
         if self._start_lock is None:
-            self._start_lock = asyncio.Lock()
+            self._start_lock = anyio.Lock()
         async with self._start_lock:
             # Migrations may queue behind another instance's: no timeout here.
             await self.store.start()
             self._started = True
+
+    @property
+    def started(self) -> bool:
+        """Whether ``start()`` ran and ``close()`` has not since."""
+        return self._started
 
     async def close(self) -> None:
         """Release the store's connections (dispose the engine)."""
@@ -145,7 +152,7 @@ class SessionService:
         """
         now = now_ms()
         record = SessionRecord(
-            id=new_record_id() if session_id is None else _id(session_id, "session_id"),
+            id=new_id() if session_id is None else _id(session_id, "session_id"),
             user_id=_id(user_id, "user_id"),
             client_id=_optional_id(client_id, "client_id"),
             name=_name(name),
@@ -260,7 +267,7 @@ class SessionService:
         """
         now = now_ms()
         record = FeedbackRecord(
-            id=new_record_id(),
+            id=new_id(),
             session_id=_id(session_id, "session_id"),
             task_id=_id(task_id, "task_id"),
             user_id=_id(user_id, "user_id"),
@@ -344,7 +351,7 @@ class SessionService:
                 raise
         limit = self.timeout
         try:
-            async with asyncio.timeout(limit):
+            with anyio.fail_after(limit):
                 return await operation
         except TimeoutError:
             raise StoreUnavailable(
@@ -442,7 +449,7 @@ class SessionState:
                     self.session_id,
                     now,
                     service._expiry(now),
-                    json.dumps(document, ensure_ascii=False, separators=(",", ":")),
+                    dump_json(document),
                     self._version,
                 )
             )
@@ -452,7 +459,7 @@ class SessionState:
                 self._document, self._data, self._version = document, data, self._version + 1
                 return
             # Another writer got in first: back off a little, reload, re-apply ours.
-            await asyncio.sleep(random.uniform(0, min(0.002 * (attempt + 1), 0.05)))
+            await anyio.sleep(random.uniform(0, min(0.002 * (attempt + 1), 0.05)))
             await self.refresh()
         raise StoreUnavailable(
             f"the state of conversation {self.session_id!r} changed under every one of "
@@ -548,8 +555,8 @@ def _depth(value: Any) -> int:
 
 
 def _limit(limit: object) -> int:
-    if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput("limit", f"must be an int from 1 to {MAX_LIMIT}, not {limit!r}")
+    if type(limit) is not int or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInput("limit", f"must be an int from 1 to {MAX_PAGE_SIZE}, not {limit!r}")
     return limit
 
 

@@ -8,9 +8,11 @@ live on the object, never in the mapping: ``request.session`` is the app's alone
 
 from __future__ import annotations
 
-import secrets
+import warnings
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
+
+from agentsession.common import ID_LENGTH, new_id
 
 if TYPE_CHECKING:
     from agentsession.cookies import CookieState
@@ -19,17 +21,10 @@ __all__ = [
     "Session",
     "get_client_id",
     "get_session_id",
-    "new_id",
+    "regenerate_client_id",
     "regenerate_session_id",
     "set_session_id",
 ]
-
-SESSION_ID_MAX_LENGTH = 255
-
-
-def new_id() -> str:
-    """A random 256-bit id, URL- and cookie-safe."""
-    return secrets.token_urlsafe(32)
 
 
 class SessionSource(Protocol):
@@ -294,10 +289,10 @@ def get_session_id(conn: HasScope | Mapping[str, Any]) -> str | None:
 def set_session_id(conn: HasScope | Mapping[str, Any], session_id: str | None) -> None:
     """Make ``session_id`` the caller's current conversation (None: no current one)."""
     if session_id is not None and (
-        not isinstance(session_id, str) or not 0 < len(session_id) <= SESSION_ID_MAX_LENGTH
+        not isinstance(session_id, str) or not 0 < len(session_id) <= ID_LENGTH
     ):
         raise ValueError(
-            f"session_id must be a non-empty string of at most {SESSION_ID_MAX_LENGTH} "
+            f"session_id must be a non-empty string of at most {ID_LENGTH} "
             f"characters, not {session_id!r}"
         )
     session = _session_of(conn)
@@ -306,8 +301,8 @@ def set_session_id(conn: HasScope | Mapping[str, Any], session_id: str | None) -
         session._ids_changed = True
 
 
-def regenerate_session_id(conn: HasScope | Mapping[str, Any]) -> str:
-    """Call at login: a new client id, no current conversation, the data kept.
+def regenerate_client_id(conn: HasScope | Mapping[str, Any]) -> str:
+    """Call at login: a new client id, and no current conversation; the data is kept.
 
     The old signed value stops naming this client, so a cookie planted before login
     (session fixation) gains an attacker nothing. Returns the new client id.
@@ -317,3 +312,14 @@ def regenerate_session_id(conn: HasScope | Mapping[str, Any]) -> str:
     session._session_id = None
     session._ids_changed = True
     return session._client_id
+
+
+def regenerate_session_id(conn: HasScope | Mapping[str, Any]) -> str:
+    """Deprecated alias of ``regenerate_client_id`` (it never kept the conversation)."""
+    warnings.warn(
+        "regenerate_session_id() is deprecated: call regenerate_client_id(), which it "
+        "always was (a new client id, no current conversation)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return regenerate_client_id(conn)

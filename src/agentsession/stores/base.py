@@ -20,16 +20,30 @@ Rules every method follows:
   chat tasks oldest first, by ``(created_time, id)``; feedback newest first, by
   ``(created_time desc, id)``.
 * Failures of the backend itself raise ``StoreUnavailable``.
+* Retention is part of the contract (as ``clear_expired`` is of Django's session
+  backends): ``prune_batch`` deletes one batch of one rule, ``count_prunable`` counts
+  for a dry run, and the ``*_lease`` methods keep one pruning instance at a time.
+  ``agentsession.retention`` drives them and knows no backend by name.
+* Stores that need a running asyncio loop (SQLAlchemy's async engine does) say so
+  with ``requires_asyncio = True``; the others run on any anyio backend.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from agentsession.common import DAY_MS
+
+if TYPE_CHECKING:
+    from agentsession.config import RetentionConfig
 
 __all__ = [
+    "RULES",
+    "Cutoffs",
     "FeedbackFilter",
     "FeedbackRecord",
+    "Holder",
     "Page",
     "SessionRecord",
     "Store",
@@ -37,6 +51,57 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: The retention rules in the order they run; each name is also a ``PruneReport`` field.
+RULES = ("chat_tasks", "feedback", "expired_sessions", "idle_sessions")
+
+
+@dataclass(frozen=True, slots=True)
+class Cutoffs:
+    """What is old, in epoch ms: rows strictly before a cutoff go; None keeps them all.
+
+    ``chat_tasks``: tasks not updated since ``tasks`` (their feedback goes with them).
+    ``feedback``: feedback created before ``feedback``. ``expired_sessions``:
+    conversations whose ``expires_at`` is at or before ``now``. ``idle_sessions``:
+    live conversations not updated, viewed, nor given a task since ``idle``.
+    """
+
+    now: int
+    tasks: int | None
+    feedback: int | None
+    idle: int | None
+
+    @classmethod
+    def from_retention(cls, retention: RetentionConfig, now: int) -> Cutoffs:
+        """The cutoffs of a ``data_retention`` configuration at ``now`` (0 days: off)."""
+
+        def before(days: int) -> int | None:
+            return None if days == 0 else now - days * DAY_MS
+
+        return cls(
+            now=now,
+            tasks=before(retention.task_retention_days),
+            feedback=before(retention.feedback_retention_days),
+            idle=before(retention.session_retention_days),
+        )
+
+    def enabled(self, rule: str) -> bool:
+        """Whether ``rule`` deletes anything with these cutoffs."""
+        if rule == "chat_tasks":
+            return self.tasks is not None
+        if rule == "feedback":
+            return self.feedback is not None
+        if rule == "idle_sessions":
+            return self.idle is not None
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds (or last held) a lease, and until when (epoch ms)."""
+
+    owner: str
+    expires_at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +186,13 @@ class Page(Generic[T]):
 
 class Store(Protocol):
     """What ``SessionService`` needs from a backend. See the module docstring for rules."""
+
+    #: True when the store only runs on asyncio (a SQL configuration under trio is
+    #: refused at startup with a ``ConfigError``).
+    requires_asyncio: bool
+    #: True when the store applies retention itself as it is used (the memory store's
+    #: lazy sweep), so no ``RetentionScheduler`` runs for it.
+    prunes_lazily: bool
 
     async def start(self) -> None:
         """Make the store ready (the SQL store migrates its schema to head)."""
@@ -228,4 +300,37 @@ class Store(Protocol):
         self, user_id: str, where: FeedbackFilter, limit: int, after: tuple[int, str] | None
     ) -> list[FeedbackRecord]:
         """The user's feedback matching ``where`` after ``after``, newest first."""
+        ...
+
+    # Retention: one batch at a time, so the caller paces the work and can stop.
+
+    async def prune_batch(
+        self, rule: str, cut: Cutoffs, position: object | None, limit: int
+    ) -> tuple[int, object | None]:
+        """Delete up to ``limit`` rows that ``rule`` finds old, oldest first.
+
+        ``position`` is None for the first batch, then what the previous call
+        returned. Returns the rows deleted (a conversation's tasks and feedback go
+        with it uncounted, as do a task's feedback) and the position of the next
+        batch, or None when the rule has nothing left.
+        """
+        ...
+
+    async def count_prunable(self, rule: str, cut: Cutoffs) -> int:
+        """How many rows ``rule`` would delete after the rules before it ran (dry run)."""
+        ...
+
+    async def take_lease(self, name: str, owner: str, expires_at: int, now: int) -> bool:
+        """Take or renew lease ``name`` for ``owner`` until ``expires_at``, atomically.
+
+        True when the lease was free, expired at ``now``, or already ``owner``'s.
+        """
+        ...
+
+    async def release_lease(self, name: str, owner: str, now: int) -> None:
+        """Let the lease go (it expires at ``now``) if ``owner`` still holds it."""
+        ...
+
+    async def lease_holder(self, name: str) -> Holder | None:
+        """Who holds or last held lease ``name``; None if nobody ever did."""
         ...

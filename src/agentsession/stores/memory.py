@@ -1,8 +1,10 @@
 """MemoryStore: the default, process-local ``Store``, bounded and TTL-aware.
 
-It behaves exactly like the SQL tables of DESIGN §4 (global ids, cascading
+It behaves exactly like the SQL tables (README: Persistence) (global ids, cascading
 deletes, one feedback per task and user, optimistic state versions), but lives in
 one process: nothing survives a restart and nothing is shared between instances.
+It never awaits and starts no task, so it runs on any anyio backend (asyncio, trio);
+expired conversations and the retention rules are swept lazily, by the writes.
 """
 
 from __future__ import annotations
@@ -11,19 +13,26 @@ import heapq
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import Any
 
+from agentsession.common import dump_json
+from agentsession.config import RetentionConfig
 from agentsession.errors import IdConflict
-from agentsession.stores.base import FeedbackFilter, FeedbackRecord, SessionRecord, TaskRecord
+from agentsession.stores.base import (
+    RULES,
+    Cutoffs,
+    FeedbackFilter,
+    FeedbackRecord,
+    Holder,
+    SessionRecord,
+    TaskRecord,
+)
 
 __all__ = ["DEFAULT_MAX_SESSIONS", "MemoryStore"]
 
 #: How many conversations a ``MemoryStore`` keeps by default.
 DEFAULT_MAX_SESSIONS = 10_000
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+#: Milliseconds between two lazy sweeps of expired conversations.
+SWEEP_INTERVAL_MS = 60_000
 
 
 @dataclass(slots=True)
@@ -92,15 +101,29 @@ class MemoryStore:
 
     Bounded: at most ``max_sessions`` conversations are kept. Adding one more evicts
     the least recently used conversation (written or read by id), with its tasks
-    and feedback. Expired conversations are invisible at once and deleted by
-    ``sweep`` (or by eviction). Every method runs without awaiting, so each is
-    atomic on the event loop. ``close()`` keeps the data.
+    and feedback. Expired conversations are invisible at once; a write deletes them
+    once a minute at most (``sweep``), and, given ``retention``, runs its rules once
+    per ``cleanup_interval_hours`` the same way (the first write runs them): no
+    background task. Every method runs without awaiting, so each is atomic on the
+    event loop. ``close()`` keeps the data.
     """
 
-    def __init__(self, *, max_sessions: int = DEFAULT_MAX_SESSIONS) -> None:
+    #: Plain Python: any anyio backend.
+    requires_asyncio = False
+    #: The writes sweep (``_maintain``): no scheduler, no task.
+    prunes_lazily = True
+
+    def __init__(
+        self, *, max_sessions: int = DEFAULT_MAX_SESSIONS, retention: RetentionConfig | None = None
+    ) -> None:
         if type(max_sessions) is not int or max_sessions < 1:
             raise ValueError(f"max_sessions must be a positive int, not {max_sessions!r}")
         self.max_sessions = max_sessions
+        #: The rules the writes apply lazily (None, or ``enabled: false``: only expiry).
+        self.retention = retention if retention is not None and retention.enabled else None
+        self._next_sweep = 0
+        self._next_prune = 0
+        self._leases: dict[str, Holder] = {}
         # Least recently used first.
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
         # user id -> that user's conversation ids (an ordered set).
@@ -114,62 +137,98 @@ class MemoryStore:
     async def close(self) -> None:
         """Nothing to release; the data is kept, so the store may be started again."""
 
-    # Retention
+    # Retention: each rule in one pass (there is no lock for a batch to be short for).
 
     async def sweep(self, now: int) -> int:
         """Delete the conversations expired at ``now`` (with their children); how many."""
-        expired = [key for key, value in self._conversations.items() if not value.live(now)]
-        for session_id in expired:
-            self._remove(session_id)
-        return len(expired)
+        return self._rule("expired_sessions", Cutoffs(now, None, None, None), dry_run=False)
 
-    async def prune(
-        self,
-        now: int,
-        *,
-        tasks_before: int | None,
-        feedback_before: int | None,
-        idle_before: int | None,
-        dry_run: bool = False,
-    ) -> dict[str, int]:
-        """The retention rules of the SQL store, in its order; what each rule deleted.
+    async def prune_batch(
+        self, rule: str, cut: Cutoffs, position: object | None, limit: int
+    ) -> tuple[int, object | None]:
+        """The whole rule at once: the rows deleted, and None (nothing left)."""
+        return self._rule(rule, cut, dry_run=False), None
 
-        Tasks updated before ``tasks_before`` (with their feedback), then feedback
-        created before ``feedback_before``, expired conversations, and conversations
-        idle since ``idle_before`` (None: the rule is off). ``dry_run`` counts only.
-        """
-        counts = dict.fromkeys(("chat_tasks", "feedback", "expired_sessions", "idle_sessions"), 0)
+    async def count_prunable(self, rule: str, cut: Cutoffs) -> int:
+        """How many rows ``rule`` would delete after the rules before it."""
+        return self._rule(rule, cut, dry_run=True)
+
+    async def take_lease(self, name: str, owner: str, expires_at: int, now: int) -> bool:
+        """The lease of this process (one store, one event loop: no race to lose)."""
+        holder = self._leases.get(name)
+        if holder is not None and holder.owner != owner and holder.expires_at > now:
+            return False
+        self._leases[name] = Holder(owner, expires_at)
+        return True
+
+    async def release_lease(self, name: str, owner: str, now: int) -> None:
+        """Expire the lease now if ``owner`` holds it."""
+        holder = self._leases.get(name)
+        if holder is not None and holder.owner == owner:
+            self._leases[name] = Holder(owner, now)
+
+    async def lease_holder(self, name: str) -> Holder | None:
+        """Who holds or last held the lease."""
+        return self._leases.get(name)
+
+    def _rule(self, rule: str, cut: Cutoffs, *, dry_run: bool) -> int:
+        """Apply (or with ``dry_run`` count) one retention rule over every conversation."""
+        count = 0
         doomed: list[str] = []
         for session_id, conversation in self._conversations.items():
             tasks, feedback = conversation.tasks, conversation.feedback
-            old = set()
-            if tasks_before is not None:
-                old = {key for key, task in tasks.items() if task.updated_time < tasks_before}
-            stale = []
-            if feedback_before is not None:
+            if rule == "chat_tasks":
+                assert cut.tasks is not None
+                old = [key for key, task in tasks.items() if task.updated_time < cut.tasks]
+                count += len(old)
+                if not dry_run and old:
+                    for task_id in old:
+                        del tasks[task_id], self._task_home[task_id]
+                    gone = set(old)
+                    for pair in [pair for pair in feedback if pair[0] in gone]:
+                        del feedback[pair]
+            elif rule == "feedback":
+                assert cut.feedback is not None
                 stale = [
                     pair
                     for pair, item in feedback.items()
-                    if item.created_time < feedback_before and item.task_id not in old
+                    if item.created_time < cut.feedback
+                    and (cut.tasks is None or tasks[item.task_id].updated_time >= cut.tasks)
                 ]
-            counts["chat_tasks"] += len(old)
-            counts["feedback"] += len(stale)
-            if not conversation.live(now):
-                counts["expired_sessions"] += 1
-                doomed.append(session_id)
-            elif idle_before is not None and _idle(conversation, idle_before, tasks_before):
-                counts["idle_sessions"] += 1
-                doomed.append(session_id)
-            if dry_run:
-                continue
-            for task_id in old:
-                del tasks[task_id], self._task_home[task_id]
-            for pair in [*stale, *(pair for pair in feedback if pair[0] in old)]:
-                del feedback[pair]
+                count += len(stale)
+                if not dry_run:
+                    for pair in stale:
+                        del feedback[pair]
+            elif rule == "expired_sessions":
+                if not conversation.live(cut.now):
+                    doomed.append(session_id)
+            elif rule == "idle_sessions":
+                assert cut.idle is not None
+                if conversation.live(cut.now) and _idle(conversation, cut.idle, cut.tasks):
+                    doomed.append(session_id)
         if not dry_run:
             for session_id in doomed:
                 self._remove(session_id)
-        return counts
+        return count + len(doomed)
+
+    def _maintain(self) -> None:
+        """The lazy sweep: called by writes, does work once per interval at most.
+
+        The one place a store reads the clock: housekeeping, not an answer to a call.
+        """
+        now = now_ms()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_INTERVAL_MS
+        retention = self.retention
+        if retention is not None and now >= self._next_prune:
+            self._next_prune = now + int(retention.cleanup_interval_hours * 3_600_000)
+            cut = Cutoffs.from_retention(retention, now)
+            for rule in RULES:
+                if cut.enabled(rule):
+                    self._rule(rule, cut, dry_run=False)
+        else:
+            self._rule("expired_sessions", Cutoffs(now, None, None, None), dry_run=False)
 
     # Internals
 
@@ -198,6 +257,7 @@ class MemoryStore:
 
     async def insert_session(self, record: SessionRecord) -> None:
         """Add a conversation (state ``{}``, version 0), evicting the LRU one if full."""
+        self._maintain()
         if record.id in self._conversations:
             raise IdConflict("session_id", record.id)
         while len(self._conversations) >= self.max_sessions:
@@ -284,6 +344,7 @@ class MemoryStore:
     async def save_task(self, record: TaskRecord) -> TaskRecord | None:
         """Insert or update the task; None if its conversation is missing."""
         # The service passes created_time == updated_time == now.
+        self._maintain()
         conversation = self._live(record.user_id, record.session_id, record.updated_time)
         if conversation is None:
             return None
@@ -292,7 +353,7 @@ class MemoryStore:
             existing = self._conversations[home].tasks[record.id]
             if existing.user_id != record.user_id or existing.session_id != record.session_id:
                 raise IdConflict("task_id", record.id)
-        bubbles, metadata = _dump(record.message_bubbles), _dump(record.task_metadata)
+        bubbles, metadata = dump_json(record.message_bubbles), dump_json(record.task_metadata)
         task = conversation.tasks.get(record.id)
         if task is None:
             task = _Task(

@@ -1,4 +1,4 @@
-"""The tables of the persistence layer (DESIGN §4): the single source of the schema.
+"""The tables of the persistence layer (README: Persistence): the single source of the schema.
 
 Column types work on SQLite, PostgreSQL and MySQL/MariaDB alike: explicit VARCHAR
 lengths (MySQL needs them for keys), BigInteger epoch milliseconds for every time,
@@ -28,20 +28,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql
 
+from agentsession.common import ID_LENGTH, NAME_LENGTH
+
 __all__ = [
-    "ID_LENGTH",
-    "NAME_LENGTH",
     "chat_tasks",
     "feedback",
     "leases",
     "metadata",
     "sessions",
 ]
-
-#: Longest id (conversation, task, user, client, agent) the tables hold.
-ID_LENGTH = 255
-#: Longest conversation name.
-NAME_LENGTH = 255
 
 metadata = MetaData(
     naming_convention={

@@ -1,6 +1,6 @@
 """Alembic environment of agentsession's own tables.
 
-Run only through ``agentsession.db.migrate`` (or ``agentsession migrate``), which
+Run only through ``agentsession.stores.sql.migrate`` (or ``agentsession migrate``), which
 holds the cross-process lock and passes a sync ``Connection`` (from
 ``AsyncConnection.run_sync``) in ``config.attributes["connection"]``. The caller owns
 that connection's transaction and commits it; nothing here touches logging
@@ -12,8 +12,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from agentsession.db.migrate import VERSION_TABLE
-from agentsession.db.schema import metadata
+from agentsession.stores.sql.migrate import VERSION_TABLE
+from agentsession.stores.sql.schema import metadata
 
 
 def _run() -> None:
@@ -23,7 +23,8 @@ def _run() -> None:
     if not isinstance(connection, Connection):
         raise RuntimeError(
             "agentsession migrations need a Connection in config.attributes['connection']; "
-            "run them with agentsession.db.migrate.migrate(engine) or `agentsession migrate`"
+            "run them with agentsession.stores.sql.migrate.migrate(engine) or "
+            "`agentsession migrate`"
         )
     context.configure(
         connection=connection,

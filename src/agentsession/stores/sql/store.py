@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -36,10 +36,33 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentsession.db.engine import create_engine, dialect_of, mask_url, normalize_url
-from agentsession.db.schema import chat_tasks, feedback, sessions
+from agentsession.common import dump_json
 from agentsession.errors import IdConflict, StoreUnavailable
-from agentsession.stores.base import FeedbackFilter, FeedbackRecord, SessionRecord, TaskRecord
+from agentsession.stores.base import (
+    Cutoffs,
+    FeedbackFilter,
+    FeedbackRecord,
+    Holder,
+    SessionRecord,
+    TaskRecord,
+)
+from agentsession.stores.sql.engine import create_engine, dialect_of, mask_url, normalize_url
+from agentsession.stores.sql.lease import (
+    acquire_statement,
+    holder_query,
+    lease_taken,
+    release_statement,
+)
+from agentsession.stores.sql.prune import (
+    boundary_query,
+    count_query,
+    delete_batch,
+    delete_ids,
+    delete_range,
+    idle_window,
+    select_batch,
+)
+from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
 
 __all__ = ["SqlStore"]
 
@@ -82,6 +105,11 @@ _FEEDBACK_COLUMNS = (
 class SqlStore:
     """Conversations, tasks, feedback and state in a SQL database that many apps share."""
 
+    #: SQLAlchemy's async engine runs on asyncio only.
+    requires_asyncio = True
+    #: Retention runs in batches from ``RetentionScheduler``.
+    prunes_lazily = False
+
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         """``url`` in any form ``db.engine.normalize_url`` accepts; nothing connects yet."""
         self.url = normalize_url(url)
@@ -95,7 +123,7 @@ class SqlStore:
 
     async def start(self) -> None:
         """Bring the schema to head (under a cross-process lock; a no-op when current)."""
-        from agentsession.db.migrate import migrate
+        from agentsession.stores.sql.migrate import migrate
 
         await migrate(self.engine)
 
@@ -356,6 +384,61 @@ class SqlStore:
         query = _keyset(query, feedback.c.created_time, feedback.c.id, after, limit, newest=True)
         return [_feedback(row) for row in await self._rows(query)]
 
+    # Retention: the statements of ``prune`` and ``lease``, one batch per call.
+
+    async def prune_batch(
+        self, rule: str, cut: Cutoffs, position: object | None, limit: int
+    ) -> tuple[int, object | None]:
+        """One batch of ``rule`` (see ``prune``); the next batch starts at the position."""
+        if rule == "idle_sessions":
+            window = cast("tuple[int, str] | None", position)
+            candidates = await self._rows(idle_window(cut, window, limit))
+            deleted = 0
+            if candidates:
+                deleted = await self._rowcount(delete_ids(rule, cut, candidates))
+            if len(candidates) < limit:
+                return deleted, None
+            return deleted, (int(candidates[-1][1]), str(candidates[-1][0]))
+        after = cast("int | None", position)
+        if self.dialect == "mysql":
+            # MySQL cannot LIMIT a subquery: find the batch's last key, delete the range.
+            found = await self._rows(boundary_query(rule, cut, after, limit))
+            if found:
+                upto = int(found[0][0])
+                return await self._rowcount(delete_range(rule, cut, after, upto, limit)), upto
+            rows = await self._rows(select_batch(rule, cut, after, limit))
+            if not rows:
+                return 0, None
+            return await self._rowcount(delete_ids(rule, cut, rows)), None
+        rows = await self._rows(delete_batch(self.dialect, rule, cut, after, limit))
+        if self.dialect == "postgresql":  # (count, max key)
+            deleted, last = int(rows[0][0]), rows[0][1]
+        else:  # the keys
+            deleted, last = len(rows), max((row[0] for row in rows), default=None)
+        if deleted < limit:
+            return deleted, None
+        return deleted, after if last is None else int(last)
+
+    async def count_prunable(self, rule: str, cut: Cutoffs) -> int:
+        """How many rows ``rule`` would delete (one COUNT query)."""
+        rows = await self._rows(count_query(rule, cut))
+        return int(rows[0][0])
+
+    async def take_lease(self, name: str, owner: str, expires_at: int, now: int) -> bool:
+        """One conditional upsert of the ``agentsession_leases`` row."""
+        statement = acquire_statement(self.dialect, name, owner, expires_at, now)
+        rows, _, last_id = await self._run(statement, fetch=self.dialect != "mysql")
+        return lease_taken(self.dialect, rows, last_id)
+
+    async def release_lease(self, name: str, owner: str, now: int) -> None:
+        """Expire the lease row now if ``owner`` still holds it."""
+        await self._execute(release_statement(name, owner, now))
+
+    async def lease_holder(self, name: str) -> Holder | None:
+        """The lease row's owner and expiry, if the row exists."""
+        rows = await self._rows(holder_query(name))
+        return Holder(rows[0][0], int(rows[0][1])) if rows else None
+
     # Execution: one statement per connection checkout, errors translated.
 
     async def _rows(self, statement: Executable) -> Sequence[Any]:
@@ -453,7 +536,7 @@ def _owned(user_id: str, session_id: str, now: int) -> ColumnElement[bool]:
 def _dump(value: Any) -> str | None:
     if value is None:
         return None
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return dump_json(value)
 
 
 def _load(text: str | None) -> Any:

@@ -21,7 +21,6 @@ index range and nothing else), then deletes those of them that are idle by id
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -39,7 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.selectable import NamedFromClause
 
-from agentsession.db.schema import chat_tasks, feedback, sessions
+from agentsession.stores.base import RULES, Cutoffs
+from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
 
 __all__ = [
     "RULES",
@@ -52,29 +52,6 @@ __all__ = [
     "idle_window",
     "select_batch",
 ]
-
-#: The rules in the order they run; each name is also a ``PruneReport`` field.
-RULES = ("chat_tasks", "feedback", "expired_sessions", "idle_sessions")
-
-
-@dataclass(frozen=True, slots=True)
-class Cutoffs:
-    """What is old, in epoch ms: rows strictly before a cutoff go; None keeps them all."""
-
-    now: int
-    tasks: int | None
-    feedback: int | None
-    idle: int | None
-
-    def enabled(self, rule: str) -> bool:
-        """Whether ``rule`` deletes anything with these cutoffs."""
-        if rule == "chat_tasks":
-            return self.tasks is not None
-        if rule == "feedback":
-            return self.feedback is not None
-        if rule == "idle_sessions":
-            return self.idle is not None
-        return True
 
 
 def _table(rule: str) -> Table:

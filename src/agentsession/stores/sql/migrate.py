@@ -1,6 +1,6 @@
 """Bring the database schema to head with the package's own Alembic migrations.
 
-Migrations run on startup (DESIGN §4), so several processes may start at once on a
+Migrations run on startup, so several processes may start at once on a
 fresh database: each first checks the version table (one query, no lock), and only
 if it is behind takes a cross-process lock, checks again and upgrades. The lock is a
 PostgreSQL transaction-level advisory lock, MySQL/MariaDB ``GET_LOCK``, or for SQLite
@@ -29,8 +29,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from agentsession.db.engine import dialect_of, mask_url
 from agentsession.errors import StoreUnavailable
+from agentsession.stores.sql.engine import dialect_of, mask_url
 
 __all__ = [
     "LOCK_TIMEOUT",
@@ -45,7 +45,7 @@ __all__ = [
 #: Alembic's version table for this package's migrations.
 VERSION_TABLE = "agentsession_alembic_version"
 #: The migration scripts, as a package resource (works from a wheel or a checkout).
-SCRIPT_LOCATION = "agentsession.db:migrations"
+SCRIPT_LOCATION = "agentsession.stores.sql:migrations"
 #: Seconds a process waits for another one's migration before giving up.
 LOCK_TIMEOUT = 120
 

@@ -17,7 +17,6 @@ harmless while it stays well below the lease's length).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Executable, func, or_, select, update
@@ -25,17 +24,9 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from agentsession.db.schema import leases
+from agentsession.stores.sql.schema import leases
 
-__all__ = ["Holder", "acquire_statement", "holder_query", "lease_taken", "release_statement"]
-
-
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """Who holds (or last held) a lease, and until when (epoch ms)."""
-
-    owner: str
-    expires_at: int
+__all__ = ["acquire_statement", "holder_query", "lease_taken", "release_statement"]
 
 
 def acquire_statement(dialect: str, name: str, owner: str, expires_at: int, now: int) -> Executable:
