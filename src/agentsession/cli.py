@@ -15,17 +15,14 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from sqlalchemy import func, select
-
 from agentsession.common import now_ms
 from agentsession.config import AgentSessionConfig, load_config
 from agentsession.errors import ConfigError, StoreUnavailable
 from agentsession.retention import BATCH_PAUSE, DAY_MS, LEASE_NAME, PruneReport, prune
 from agentsession.service import SessionService
 from agentsession.stores.sql.engine import create_engine, mask_url
-from agentsession.stores.sql.lease import holder_query
 from agentsession.stores.sql.migrate import current_revision, head_revision, migrate
-from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
+from agentsession.stores.sql.stats import database_stats
 
 __all__ = ["main"]
 
@@ -245,32 +242,16 @@ async def _stats(config: AgentSessionConfig, args: argparse.Namespace) -> int:
     engine = create_engine(url, pool_size=1)
     now = now_ms()
     try:
-        async with engine.connect() as connection:
-            table_rows = []
-            for table, column in (
-                (sessions, sessions.c.updated_time),
-                (chat_tasks, chat_tasks.c.updated_time),
-                (feedback, feedback.c.created_time),
-            ):
-                count, oldest = (
-                    await connection.execute(
-                        select(func.count(), func.min(column)).select_from(table)
-                    )
-                ).one()
-                table_rows.append((table.name, column.name, int(count), oldest))
-            expired = await connection.scalar(
-                select(func.count()).select_from(sessions).where(sessions.c.expires_at <= now)
-            )
-            lease = (await connection.execute(holder_query(LEASE_NAME))).first()
+        tables, expired, lease = await database_stats(engine, now, LEASE_NAME)
     finally:
         await engine.dispose()
     print(f"database: {mask_url(url)}")
     print(f"{'table':<12} {'rows':>12}  {'oldest (UTC)':<20} {'age':>10}  by")
-    for name, column_name, count, oldest in table_rows:
-        when = "-" if oldest is None else _utc(int(oldest))
-        age = "-" if oldest is None else f"{(now - int(oldest)) / DAY_MS:.1f} d"
-        print(f"{name:<12} {count:>12,}  {when:<20} {age:>10}  {column_name}")
-    print(f"expired conversations waiting for the next prune: {int(expired or 0):,}")
+    for row in tables:
+        when = "-" if row.oldest is None else _utc(row.oldest)
+        age = "-" if row.oldest is None else f"{(now - row.oldest) / DAY_MS:.1f} d"
+        print(f"{row.table:<12} {row.rows:>12,}  {when:<20} {age:>10}  {row.column}")
+    print(f"expired conversations waiting for the next prune: {expired:,}")
     retention = config.data_retention
 
     def days(value: int) -> str:
@@ -285,10 +266,12 @@ async def _stats(config: AgentSessionConfig, args: argparse.Namespace) -> int:
     )
     if lease is None:
         print("retention lease: never taken")
-    elif int(lease[1]) > now:
-        print(f"retention lease: held by {lease[0]} until {_utc(int(lease[1]))} UTC (pruning now)")
     else:
-        print(f"retention lease: free (last held by {lease[0]}, until {_utc(int(lease[1]))} UTC)")
+        until = f"{_utc(lease.expires_at)} UTC"
+        if lease.expires_at > now:
+            print(f"retention lease: held by {lease.owner} until {until} (pruning now)")
+        else:
+            print(f"retention lease: free (last held by {lease.owner}, until {until})")
     return 0
 
 

@@ -14,7 +14,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
-from agentsession.common import dump_json
+from agentsession.common import dump_json, now_ms
 from agentsession.config import RetentionConfig
 from agentsession.errors import IdConflict
 from agentsession.stores.base import (
