@@ -24,7 +24,7 @@ from agentsession import (
     regenerate_client_id,
     set_session_id,
 )
-from agentsession.middleware import _STARLETTE_MARKS_ACCESS
+from agentsession.cookie.middleware import _STARLETTE_MARKS_ACCESS
 
 SECRET = "test-secret-key-0123456789-abcdefghijklmnop"
 

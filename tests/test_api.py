@@ -23,7 +23,7 @@ from starlette.routing import Mount, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentsession import SessionMiddleware, SessionService, sessions_router
-from agentsession.cookies import CookieCodec
+from agentsession.cookie.codec import CookieCodec
 from tests.apps import SECRET, client_for, middleware_of
 from tests.databases import behind_proxy, sql_service, statements
 

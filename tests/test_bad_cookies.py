@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from itsdangerous import TimestampSigner
 
-from agentsession.cookies import SALT, CookieCodec
+from agentsession.cookie.codec import SALT, CookieCodec
 from tests.apps import SECRET, client_for, make_app, run_in_thread
 
 pytestmark = pytest.mark.anyio

@@ -74,7 +74,7 @@ async def test_config_without_secret_refuses(monkeypatch: pytest.MonkeyPatch) ->
 
 
 async def test_config_fallbacks_rotate(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentsession.cookies import CookieCodec
+    from agentsession.cookie.codec import CookieCodec
 
     old = "old-" + "o" * 40
     monkeypatch.setenv("SESSION_SECRET_KEY", SECRET)
@@ -94,7 +94,7 @@ def test_config_and_competing_arguments_refuse() -> None:
 
 async def test_secret_argument_overrides_config() -> None:
     from agentsession import AgentSessionConfig
-    from agentsession.cookies import CookieCodec
+    from agentsession.cookie.codec import CookieCodec
 
     middleware = SessionMiddleware(FastAPI(), secret_key=SECRET, config=AgentSessionConfig())
     assert CookieCodec(SECRET).decode(middleware.codec.encode("c", None, "{}")) is not None

@@ -10,7 +10,7 @@ import pytest
 from itsdangerous import BadSignature, TimestampSigner
 
 from agentsession import SessionTooLarge
-from agentsession.cookies import SALT, TOKEN_PREFIX, CookieCodec, dump_json
+from agentsession.cookie.codec import SALT, TOKEN_PREFIX, CookieCodec, dump_json
 
 KEY = "k" * 40
 OLD = "o" * 40

@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
 from agentsession import ConfigError, SessionMiddleware, SessionTooLarge
-from agentsession.cookies import CookieCodec
+from agentsession.cookie.codec import CookieCodec
 from tests.apps import SECRET, client_for, lazy_only, make_app, middleware_of, run_in_thread
 
 pytestmark = pytest.mark.anyio

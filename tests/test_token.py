@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentsession.cookies import CookieCodec
+from agentsession.cookie.codec import CookieCodec
 from tests.apps import SECRET, client_for, make_app
 
 pytestmark = pytest.mark.anyio

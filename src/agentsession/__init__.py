@@ -12,6 +12,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from agentsession.config import AgentSessionConfig, load_config
+from agentsession.cookie.middleware import (
+    SessionMiddleware,
+    get_middleware,
+    get_persistence,
+    get_session_service,
+)
+from agentsession.cookie.session import (
+    Session,
+    get_client_id,
+    get_session_id,
+    regenerate_client_id,
+    regenerate_session_id,
+    set_session_id,
+)
 from agentsession.errors import (
     AgentSessionError,
     ConfigError,
@@ -20,20 +34,6 @@ from agentsession.errors import (
     SessionNotFound,
     SessionTooLarge,
     StoreUnavailable,
-)
-from agentsession.middleware import (
-    SessionMiddleware,
-    get_middleware,
-    get_persistence,
-    get_session_service,
-)
-from agentsession.session import (
-    Session,
-    get_client_id,
-    get_session_id,
-    regenerate_client_id,
-    regenerate_session_id,
-    set_session_id,
 )
 from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
 

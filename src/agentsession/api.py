@@ -21,6 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, Router
 
 from agentsession.common import API_DEFAULT_PAGE_SIZE, API_MAX_PAGE_SIZE
+from agentsession.cookie.middleware import SessionMiddleware, get_middleware
+from agentsession.cookie.session import Session, get_client_id, get_session_id, set_session_id
 from agentsession.errors import (
     IdConflict,
     InvalidInput,
@@ -28,10 +30,8 @@ from agentsession.errors import (
     StoreUnavailable,
 )
 from agentsession.identity import UserResolver, resolve_user
-from agentsession.middleware import SessionMiddleware, get_middleware
 from agentsession.openapi import OPERATIONS
 from agentsession.service import SessionService
-from agentsession.session import Session, get_client_id, get_session_id, set_session_id
 from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
 
 if TYPE_CHECKING:

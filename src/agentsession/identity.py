@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from starlette.requests import HTTPConnection
 
 from agentsession.common import ID_LENGTH
-from agentsession.session import get_client_id
+from agentsession.cookie.session import get_client_id
 
 __all__ = ["UserResolver", "current_user", "resolve_user"]
 

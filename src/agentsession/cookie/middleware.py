@@ -24,16 +24,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentsession.common import new_id
 from agentsession.config import AgentSessionConfig, CookieConfig, cookie_config
-from agentsession.cookies import (
+from agentsession.cookie.codec import (
     COOKIE_SIZE_LIMIT,
     TOKEN_PREFIX,
     CookieCodec,
     CookieState,
     dump_json,
 )
+from agentsession.cookie.lifecycle import Hook, Lifecycle
+from agentsession.cookie.session import Session
 from agentsession.errors import ConfigError
-from agentsession.lifecycle import Hook, Lifecycle
-from agentsession.session import Session
 
 if TYPE_CHECKING:
     from agentsession.persistence import Persistence
@@ -110,7 +110,7 @@ class SessionMiddleware:
         self.lifecycle = Lifecycle()
         self._persistence: Persistence | None = None
         arguments = {
-            "secret_key": None if secret_key is None else str(secret_key),
+            "secret_key": str(secret_key) if isinstance(secret_key, Secret) else secret_key,
             "session_cookie": session_cookie,
             "max_age": max_age,
             "path": path,
@@ -118,14 +118,12 @@ class SessionMiddleware:
             "https_only": https_only,
             "domain": domain,
             "partitioned": partitioned,
-            "secret_key_fallbacks": tuple(str(key) for key in secret_key_fallbacks)
-            if isinstance(secret_key_fallbacks, list | tuple)
-            else secret_key_fallbacks,
+            "secret_key_fallbacks": secret_key_fallbacks,
             "refresh_after": refresh_after,
         }
         try:
             self._configure(cookie_config(arguments), config, service)
-        except ConfigError as error:
+        except Exception as error:
             if not _built_by_starlette():
                 raise
             # Starlette and FastAPI build their middleware on the app's first ASGI

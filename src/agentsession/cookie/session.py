@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agentsession.common import ID_LENGTH, new_id
 
 if TYPE_CHECKING:
-    from agentsession.cookies import CookieState
+    from agentsession.cookie.codec import CookieState
 
 __all__ = [
     "Session",
