@@ -48,8 +48,6 @@ COOKIE_LAYER = {
     "agentsession.cookie.middleware",
     "agentsession.cookie.session",
     "agentsession.errors",
-    "agentsession.stores",  # the package, for the record types of stores.base
-    "agentsession.stores.base",
 }
 PERSISTENCE_MODULES = ("sqlalchemy", "alembic", "asyncpg", "aiomysql", "aiosqlite", "yaml")
 

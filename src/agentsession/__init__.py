@@ -35,7 +35,6 @@ from agentsession.errors import (
     SessionTooLarge,
     StoreUnavailable,
 )
-from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
 
 if TYPE_CHECKING:
     from agentsession.api import ApiError, sessions_router
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     from agentsession.persistence import Persistence
     from agentsession.retention import PruneReport, RetentionScheduler, prune
     from agentsession.service import SessionService, SessionState
+    from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,10 @@ _LAZY = {
     "prune": "agentsession.retention",
     "SessionService": "agentsession.service",
     "SessionState": "agentsession.service",
+    "FeedbackRecord": "agentsession.stores.base",
+    "Page": "agentsession.stores.base",
+    "SessionRecord": "agentsession.stores.base",
+    "TaskRecord": "agentsession.stores.base",
 }
 
 __all__ = [

@@ -13,7 +13,6 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from agentsession.errors import ConfigError
@@ -132,7 +131,8 @@ def load_config(
     if path is None:
         return AgentSessionConfig.from_mapping({}, env=env)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise ConfigError(f"cannot read config file {os.fspath(path)!r}: {reason}") from exc
