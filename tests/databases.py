@@ -1,4 +1,4 @@
-"""Real databases for the store tests: a fresh, empty database per use (DESIGN §9).
+"""Real databases for the store tests: a fresh, empty database per use.
 
 PostgreSQL and MariaDB come from AGENTSESSION_TEST_POSTGRES_URL and
 AGENTSESSION_TEST_MYSQL_URL. Without them those cases skip locally; in CI (CI=true)

@@ -1,4 +1,4 @@
-"""The ``agentsession`` command (DESIGN §6), run as a real process on real databases."""
+"""The ``agentsession`` command, run as a real process on real databases."""
 
 from __future__ import annotations
 

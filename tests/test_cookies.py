@@ -17,7 +17,7 @@ OLD = "o" * 40
 
 
 def reference(key: str = KEY) -> TimestampSigner:
-    """Plain itsdangerous, configured as the DESIGN says."""
+    """Plain itsdangerous, configured as the README (Using the session) and cookie/codec.py say."""
     return TimestampSigner(key, salt=SALT, digest_method=hashlib.sha256)
 
 

@@ -1,4 +1,4 @@
-"""The database servers the store tests use answer (DESIGN §9).
+"""The database servers the store tests use answer.
 
 Without AGENTSESSION_TEST_POSTGRES_URL / AGENTSESSION_TEST_MYSQL_URL these skip
 locally; in CI (CI=true) a missing or unreachable server is a failure.

@@ -1,4 +1,4 @@
-"""Database URLs and the per-dialect engine settings (DESIGN §4)."""
+"""Database URLs and the per-dialect engine settings."""
 
 from __future__ import annotations
 

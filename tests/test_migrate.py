@@ -1,4 +1,4 @@
-"""The shipped Alembic migrations on real databases (DESIGN §4).
+"""The shipped Alembic migrations on real databases.
 
 Every test gets a brand-new empty database of each SQL backend: migrating creates
 exactly the tables of ``schema.metadata``, runs once however many processes start

@@ -1,4 +1,4 @@
-"""What one service writes, a brand-new service on the same database reads back (DESIGN §4).
+"""What one service writes, a brand-new service on the same database reads back.
 
 Only the SQL store survives a restart or is shared between instances, so these run on
 SQLite (a file), PostgreSQL and MariaDB, each on an empty database of its own

@@ -1,4 +1,4 @@
-"""Retention (DESIGN §5): what ``prune`` deletes, the lease, and the scheduler.
+"""Retention: what ``prune`` deletes, the lease, and the scheduler.
 
 Everything runs on real databases: SQLite, PostgreSQL and MariaDB each get a fresh,
 empty database per test; the memory store is checked against the same rows. Rows

@@ -1,4 +1,4 @@
-"""SessionService against every backend (DESIGN §4): memory, SQLite, PostgreSQL, MariaDB.
+"""SessionService against every backend: memory, SQLite, PostgreSQL, MariaDB.
 
 Each test runs once per backend through the ``make_service`` fixture. On SQL backends
 all tests share one database per backend, so every test works with fresh random user
