@@ -314,3 +314,16 @@ def test_regenerate_session_id_is_a_deprecated_alias() -> None:
     assert first != second
     assert [w.category for w in caught] == [DeprecationWarning]
     assert "regenerate_client_id" in str(caught[0].message)
+
+
+def test_the_retention_scheduler_under_trio_says_it_needs_asyncio() -> None:
+    from agentsession import RetentionScheduler, SessionService
+    from agentsession.config import RetentionConfig
+
+    async def main() -> None:
+        scheduler = RetentionScheduler(SessionService(MemoryStore()), RetentionConfig())
+        with pytest.raises(ConfigError, match=r"asyncio task.*runs on trio"):
+            await scheduler.start()
+        assert not scheduler.running
+
+    _run_elsewhere(main, "trio")

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
+import sniffio
 
 from agentsession.common import DAY_MS, now_ms
 from agentsession.config import AgentSessionConfig, RetentionConfig
-from agentsession.errors import AgentSessionError, StoreUnavailable
+from agentsession.errors import AgentSessionError, ConfigError, StoreUnavailable
 from agentsession.service import SessionService
 from agentsession.stores.base import RULES, Cutoffs, Holder
 
@@ -347,6 +348,13 @@ class RetentionScheduler:
         if self.running:
             return
         await self.service.start()
+        library = sniffio.current_async_library()
+        if library != "asyncio":
+            raise ConfigError(
+                f"the retention scheduler runs as an asyncio task, but this app runs on "
+                f"{library}: run it on asyncio, or set data_retention.enabled to false and "
+                "run `agentsession prune` from cron"
+            )
         self._stop = anyio.Event()
         self._task = asyncio.create_task(self._loop(), name="agentsession-retention")
 
