@@ -24,6 +24,7 @@ __all__ = [
     "ServiceConfig",
     "config_from_mapping",
     "cookie_config",
+    "cookie_environment",
     "load_config",
     "parse_duration",
 ]
@@ -236,15 +237,12 @@ def _read_section(data: Mapping[str, object], name: str, fields: Mapping[str, _P
 def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
     """The overrides set in ``env``, as raw values labelled with their variable's name."""
     out: dict[str, _Raw] = {name: {} for name in _SECTIONS}
+    out["session"] = _session_overrides(env)
 
     def get(var: str) -> str | None:
         value = env.get(var)
         return value if value is not None and value.strip() else None
 
-    if (secret := get("SESSION_SECRET_KEY")) is not None:
-        out["session"]["secret_key"] = (secret, "SESSION_SECRET_KEY")
-    if (fallbacks := get("SESSION_SECRET_KEY_FALLBACKS")) is not None:
-        out["session"]["secret_key_fallbacks"] = (fallbacks, "SESSION_SECRET_KEY_FALLBACKS")
     for var in ("SESSION_DATABASE_URL", "WEB_UI_GATEWAY_DATABASE_URL"):
         if (url := get(var)) is not None:
             out["session_service"]["database_url"] = (url, var)
@@ -257,6 +255,31 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
         if (text := get(var)) is not None:
             out["data_retention"][key] = (text, var)
     return out
+
+
+def _session_overrides(env: Mapping[str, str]) -> _Raw:
+    """The ``session`` settings set in ``env``: the secret and its fallbacks."""
+    out: _Raw = {}
+    for var, key in (
+        ("SESSION_SECRET_KEY", "secret_key"),
+        ("SESSION_SECRET_KEY_FALLBACKS", "secret_key_fallbacks"),
+    ):
+        value = env.get(var)
+        if value is not None and value.strip():
+            out[key] = (value, var)
+    return out
+
+
+def cookie_environment(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The cookie settings the environment gives (``SESSION_SECRET_KEY``,
+    ``SESSION_SECRET_KEY_FALLBACKS``), parsed as ``load_config`` parses them.
+
+    What ``SessionMiddleware`` falls back on when it is given no ``config=``; it reads
+    no other variable, so a cookie-only app never trips over a persistence setting.
+    """
+    parsers = _SECTIONS["session"]
+    raw = _session_overrides(os.environ if env is None else env)
+    return {key: parsers[key](value, label) for key, (value, label) in raw.items()}
 
 
 _RETENTION_ENV = {

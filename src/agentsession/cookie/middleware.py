@@ -4,7 +4,9 @@ A drop-in for ``starlette.middleware.sessions.SessionMiddleware`` (same keyword
 arguments, same ``Set-Cookie`` spelling) that decodes nothing until the session is
 used, writes the cookie only when it changed or is due for a refresh, rotates keys,
 refuses oversized cookies, serves clients without cookies through ``X-Session-Token``,
-and runs the package's startup/shutdown hooks from the ASGI ``lifespan`` scope.
+and runs the package's startup/shutdown hooks from the ASGI ``lifespan`` scope (a
+failed startup is answered with ``lifespan.startup.failed``). It imports the
+persistence layer only when an app asks for conversations (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentsession.common import new_id
-from agentsession.config import AgentSessionConfig, CookieConfig, cookie_config
+from agentsession.config import (
+    AgentSessionConfig,
+    CookieConfig,
+    cookie_config,
+    cookie_environment,
+)
 from agentsession.cookie.codec import (
     COOKIE_SIZE_LIMIT,
     TOKEN_PREFIX,
@@ -139,7 +146,9 @@ class SessionMiddleware:
         service: SessionService | None,
     ) -> None:
         cookie = arguments if config is None else _merge(config.session, arguments)
-        secret = cookie.secret_key or os.environ.get("SESSION_SECRET_KEY") or None
+        # What neither the arguments nor config= set, the environment may.
+        environment = cookie_environment()
+        secret = cookie.secret_key or environment.get("secret_key")
         if secret is None:
             raise ConfigError(
                 "SESSION_SECRET_KEY is not set: export SESSION_SECRET_KEY, set "
@@ -152,11 +161,7 @@ class SessionMiddleware:
                 len(secret),
                 _MIN_SECRET_LENGTH,
             )
-        fallbacks = cookie.secret_key_fallbacks or tuple(
-            key.strip()
-            for key in os.environ.get("SESSION_SECRET_KEY_FALLBACKS", "").split(",")
-            if key.strip()
-        )
+        fallbacks = cookie.secret_key_fallbacks or environment.get("secret_key_fallbacks", ())
         self.cookie = cookie
         self.refresh_after = cookie.effective_refresh_after
         self.codec = CookieCodec(
