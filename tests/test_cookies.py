@@ -17,7 +17,7 @@ OLD = "o" * 40
 
 
 def reference(key: str = KEY) -> TimestampSigner:
-    """Plain itsdangerous, configured as the README (Using the session) and cookie/codec.py say."""
+    """Plain itsdangerous, configured as cookie/codec.py says."""
     return TimestampSigner(key, salt=SALT, digest_method=hashlib.sha256)
 
 
@@ -29,6 +29,11 @@ def test_value_verifies_with_plain_itsdangerous() -> None:
     assert json.loads(base64_decode(payload)) == {"c": "client", "s": "conv", "d": {"a": [1, 2]}}
     with pytest.raises(BadSignature):
         reference(OLD).unsign(value)
+
+
+def test_the_salt_never_changes() -> None:
+    """Changing it would log out every user: cookies already issued must keep verifying."""
+    assert SALT == b"agentsession.session"
 
 
 def test_decodes_what_plain_itsdangerous_signs() -> None:

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, Router
 
 from agentsession.common import API_DEFAULT_PAGE_SIZE, API_MAX_PAGE_SIZE
-from agentsession.cookie.middleware import SessionMiddleware, get_middleware
+from agentsession.cookie.middleware import get_middleware
 from agentsession.cookie.session import Session, get_client_id, get_session_id, set_session_id
 from agentsession.errors import (
     IdConflict,
@@ -306,14 +306,14 @@ class _Handlers:
         return _current(request)
 
     async def extend_session(self, request: Request) -> Response:
-        _middleware(request).renew(_session_of(request))
+        get_middleware(request).renew(_session_of(request))
         return _current(request)
 
     # Request parts
 
     async def _context(self, request: Request) -> tuple[SessionService, str]:
         """The app's service and the caller's user id (401 when there is none)."""
-        service = _middleware(request).service
+        service = get_middleware(request).service
         user = await resolve_user(request, self.user_resolver)
         if user is None:
             raise ApiError(401, "unauthorized", "no user could be resolved for this request")
@@ -380,15 +380,6 @@ class _Handlers:
 
 
 # Helpers: reading input
-
-
-def _middleware(request: Request) -> SessionMiddleware:
-    try:
-        return get_middleware(request)
-    except RuntimeError:
-        raise RuntimeError(
-            "sessions_router() needs agentsession.SessionMiddleware on the app"
-        ) from None
 
 
 def _session_of(request: Request) -> Session:
@@ -519,7 +510,7 @@ def _page(page: Page[Any], render: Callable[[Any], dict[str, Any]]) -> JSONRespo
 def _current(request: Request) -> JSONResponse:
     """``GET /session/current``'s body: the ids and when the cookie or token expires."""
     client_id = get_client_id(request)
-    expires = _middleware(request).expires_at(_session_of(request))
+    expires = get_middleware(request).expires_at(_session_of(request))
     remaining = None
     if expires is not None:
         remaining = max(0, expires - int(time.time()))

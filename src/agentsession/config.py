@@ -18,6 +18,7 @@ from typing import Any, Literal
 from agentsession.errors import ConfigError
 
 __all__ = [
+    "DATABASE_URL_VARIABLES",
     "AgentSessionConfig",
     "CookieConfig",
     "RetentionConfig",
@@ -184,6 +185,9 @@ def parse_duration(value: object, key: str, *, allow_none: bool = False) -> int 
     return _int(value, key, minimum=0)
 
 
+#: The environment variables that name the database, the first one set wins.
+DATABASE_URL_VARIABLES = ("SESSION_DATABASE_URL", "WEB_UI_GATEWAY_DATABASE_URL")
+
 #: ``SessionMiddleware``'s keyword arguments (Starlette's names) and the settings of the
 #: ``session`` section they set.
 COOKIE_ARGUMENTS: dict[str, str] = {
@@ -243,7 +247,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
         value = env.get(var)
         return value if value is not None and value.strip() else None
 
-    for var in ("SESSION_DATABASE_URL", "WEB_UI_GATEWAY_DATABASE_URL"):
+    for var in DATABASE_URL_VARIABLES:
         if (url := get(var)) is not None:
             out["session_service"]["database_url"] = (url, var)
             out["session_service"]["type"] = ("sql", var)

@@ -34,7 +34,7 @@ from agentsession.errors import AgentSessionError, ConfigError, StoreUnavailable
 from agentsession.service import SessionService
 from agentsession.stores.base import RULES, Cutoffs, Holder
 
-__all__ = ["DAY_MS", "LEASE_NAME", "PruneReport", "RetentionScheduler", "cutoffs", "prune"]
+__all__ = ["DAY_MS", "LEASE_NAME", "PruneReport", "RetentionScheduler", "prune"]
 
 logger = logging.getLogger("agentsession.retention")
 T = TypeVar("T")
@@ -153,11 +153,6 @@ async def prune(
         lease_ttl=lease_ttl,
     )
     return await run.execute()
-
-
-def cutoffs(retention: RetentionConfig, now: int) -> Cutoffs:
-    """The cutoffs of ``retention`` at ``now`` (0 days: that rule is off)."""
-    return Cutoffs.from_retention(retention, now)
 
 
 @dataclass(eq=False)

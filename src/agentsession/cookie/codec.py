@@ -29,7 +29,7 @@ __all__ = ["COOKIE_SIZE_LIMIT", "SALT", "TOKEN_PREFIX", "CookieCodec", "CookieSt
 #: Browsers keep at most 4096 bytes of name, "=" and value for one cookie.
 COOKIE_SIZE_LIMIT = 4096
 #: itsdangerous salt: keeps these signatures apart from anything else signed with the key.
-SALT = b"agentsession.cookie.session"
+SALT = b"agentsession.session"
 #: Every signed value starts with base64url('{"c":'); lets Bearer tokens be told apart.
 TOKEN_PREFIX = base64_encode(b'{"c":')[:6].decode()
 

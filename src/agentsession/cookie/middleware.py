@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentsession.common import new_id
 from agentsession.config import (
+    DATABASE_URL_VARIABLES,
     AgentSessionConfig,
     CookieConfig,
     cookie_config,
@@ -461,12 +462,7 @@ def get_session_service(request: HTTPConnection) -> SessionService:
 
     ``service: SessionService = Depends(get_session_service)``.
     """
-    try:
-        return get_middleware(request).service
-    except RuntimeError:
-        raise RuntimeError(
-            "get_session_service() found no agentsession.SessionMiddleware: add it to the app"
-        ) from None
+    return get_middleware(request).service
 
 
 def _merge(configured: CookieConfig, arguments: CookieConfig) -> CookieConfig:
@@ -508,10 +504,7 @@ def _built_by_starlette() -> bool:
 
 def _database_url_set() -> bool:
     """Whether the environment names a database (the one-line setup of the README)."""
-    return any(
-        os.environ.get(name, "").strip()
-        for name in ("SESSION_DATABASE_URL", "WEB_UI_GATEWAY_DATABASE_URL")
-    )
+    return any(os.environ.get(name, "").strip() for name in DATABASE_URL_VARIABLES)
 
 
 def _raise(error: BaseException) -> Hook:
