@@ -164,11 +164,11 @@ class lifespan:
         await self.task
 
 
-def run_in_thread(main: Callable[[], Awaitable[None]]) -> None:
-    """``anyio.run(main)`` in a thread of its own, for sync (Hypothesis) tests.
+def run_in_thread(main: Callable[[], Awaitable[None]], backend: str = "asyncio") -> None:
+    """``anyio.run(main)`` on ``backend`` in a thread of its own, for sync tests.
 
     The suite's session-wide event loop may count as running in the main thread
     between async tests, and anyio.run refuses to start inside a running loop.
     """
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(anyio.run, main).result()
+        pool.submit(anyio.run, main, backend=backend).result()

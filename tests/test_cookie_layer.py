@@ -14,7 +14,6 @@ import textwrap
 import warnings
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -37,7 +36,7 @@ from agentsession import (
     sessions_router,
 )
 from agentsession.stores.memory import MemoryStore
-from tests.apps import SECRET, make_app, middleware_of
+from tests.apps import SECRET, make_app, middleware_of, run_in_thread
 
 COOKIE_LAYER = {
     "agentsession.common",
@@ -166,17 +165,10 @@ def test_memory_store_through_the_middleware_on(backend: str) -> None:
     with TestClient(app, backend=backend):  # the lifespan runs on the backend too
         pass
     # A fresh thread: the suite's own asyncio loop may count as running in this one.
-    _run_elsewhere(main, backend)
+    run_in_thread(main, backend)
     store = middleware_of(app).service.store
     assert isinstance(store, MemoryStore)
     assert middleware_of(app).retention is None  # the memory store sweeps itself
-
-
-def _run_elsewhere(main: Any, backend: str) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(anyio.run, main, backend=backend).result()
 
 
 def test_a_sql_store_under_trio_refuses_to_start(tmp_path: Any) -> None:
@@ -326,4 +318,4 @@ def test_the_retention_scheduler_under_trio_says_it_needs_asyncio() -> None:
             await scheduler.start()
         assert not scheduler.running
 
-    _run_elsewhere(main, "trio")
+    run_in_thread(main, "trio")

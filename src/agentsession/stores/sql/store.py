@@ -111,7 +111,7 @@ class SqlStore:
     prunes_lazily = False
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
-        """``url`` in any form ``db.engine.normalize_url`` accepts; nothing connects yet."""
+        """``url`` in any form ``engine.normalize_url`` accepts; nothing connects yet."""
         self.url = normalize_url(url)
         self.dialect = dialect_of(self.url)
         self.engine: AsyncEngine = create_engine(self.url, pool_size=pool_size)
