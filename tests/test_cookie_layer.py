@@ -319,3 +319,11 @@ def test_the_retention_scheduler_under_trio_says_it_needs_asyncio() -> None:
         assert not scheduler.running
 
     run_in_thread(main, "trio")
+
+
+def test_a_bad_environment_setting_stops_construction_not_a_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATA_RETENTION_BATCH_SIZE", "lots")
+    with pytest.raises(ConfigError, match="DATA_RETENTION_BATCH_SIZE"):
+        SessionMiddleware(make_app(), secret_key=SECRET)

@@ -18,7 +18,6 @@ from typing import Any, Literal
 from agentsession.errors import ConfigError
 
 __all__ = [
-    "DATABASE_URL_VARIABLES",
     "AgentSessionConfig",
     "CookieConfig",
     "RetentionConfig",
@@ -185,9 +184,6 @@ def parse_duration(value: object, key: str, *, allow_none: bool = False) -> int 
     return _int(value, key, minimum=0)
 
 
-#: The environment variables that name the database, the first one set wins.
-DATABASE_URL_VARIABLES = ("SESSION_DATABASE_URL", "WEB_UI_GATEWAY_DATABASE_URL")
-
 #: ``SessionMiddleware``'s keyword arguments (Starlette's names) and the settings of the
 #: ``session`` section they set.
 COOKIE_ARGUMENTS: dict[str, str] = {
@@ -247,7 +243,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
         value = env.get(var)
         return value if value is not None and value.strip() else None
 
-    for var in DATABASE_URL_VARIABLES:
+    for var in ("SESSION_DATABASE_URL", "WEB_UI_GATEWAY_DATABASE_URL"):
         if (url := get(var)) is not None:
             out["session_service"]["database_url"] = (url, var)
             out["session_service"]["type"] = ("sql", var)
@@ -278,8 +274,8 @@ def cookie_environment(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The cookie settings the environment gives (``SESSION_SECRET_KEY``,
     ``SESSION_SECRET_KEY_FALLBACKS``), parsed as ``load_config`` parses them.
 
-    What ``SessionMiddleware`` falls back on when it is given no ``config=``; it reads
-    no other variable, so a cookie-only app never trips over a persistence setting.
+    What ``SessionMiddleware`` falls back on for the secret when neither its arguments
+    nor its ``config=`` give one.
     """
     parsers = _SECTIONS["session"]
     raw = _session_overrides(os.environ if env is None else env)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 import sys
 import time
@@ -26,7 +25,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentsession.common import new_id
 from agentsession.config import (
-    DATABASE_URL_VARIABLES,
     AgentSessionConfig,
     CookieConfig,
     cookie_config,
@@ -186,11 +184,14 @@ class SessionMiddleware:
             for s in flags
         }
 
+        # Without config=, the environment's settings: checked now, so that a bad one
+        # stops the startup rather than the first request that needs a store.
+        settings = config or AgentSessionConfig.from_mapping({})
+        self._settings = settings
         # Persistence only when asked for: a cookie-only app never imports a store.
-        if service is not None or config is not None or _database_url_set():
+        if service is not None or config is not None or settings.session_service.type == "sql":
             from agentsession.persistence import Persistence
 
-            settings = config or AgentSessionConfig.from_mapping({})
             if service is not None:
                 self._persistence = Persistence(service, settings.data_retention)
             else:
@@ -208,7 +209,7 @@ class SessionMiddleware:
         if self._persistence is None:
             from agentsession.persistence import Persistence
 
-            self._persistence = Persistence.from_config(AgentSessionConfig.from_mapping({}))
+            self._persistence = Persistence.from_config(self._settings)
         return self._persistence
 
     @property
@@ -500,11 +501,6 @@ def _built_by_starlette() -> bool:
     """
     frame = sys._getframe(2)  # _built_by_starlette <- __init__ <- the caller
     return frame.f_code.co_name == "build_middleware_stack"
-
-
-def _database_url_set() -> bool:
-    """Whether the environment names a database (the one-line setup of the README)."""
-    return any(os.environ.get(name, "").strip() for name in DATABASE_URL_VARIABLES)
 
 
 def _raise(error: BaseException) -> Hook:
