@@ -5,13 +5,14 @@ chat task, shaped as the HTTP API shows it. A real gateway would call its model 
 What it shows is how a gateway's own route stores a turn with the middleware's
 ``SessionService``: the user's message first (so it is never lost, and a reload shows
 it while the reply is on its way), then the reply, both as one chat task of the
-caller's conversation.
+caller's conversation. Its body is read as the API reads one
+(``agentsession.api.read_json_body``: 1 MiB at most, JSON only, refused before it is
+read when too large), so the route answers bad bodies with the API's errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from typing import Final
 
@@ -19,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from agentsession import InvalidInput, SessionNotFound, StoreUnavailable, get_session_service
-from agentsession.api import ApiError, task_json
+from agentsession.api import ApiError, read_json_body, task_json
 from agentsession.identity import resolve_user
 
 #: Seconds the agent "thinks" before it answers, so that a reply is seen arriving.
@@ -53,6 +54,9 @@ def agent_router(delay: float = REPLY_DELAY) -> APIRouter:
                 user_message=message,
                 message_bubbles=[],
                 task_metadata={"status": "pending"},
+                # The user's own activity, as the API's chat-task route: the conversation
+                # is marked viewed and its expiry (session_service.ttl) slides.
+                viewed=True,
             )
             await asyncio.sleep(delay)
             task = await service.save_task(
@@ -63,9 +67,6 @@ def agent_router(delay: float = REPLY_DELAY) -> APIRouter:
                 message_bubbles=reply_to(message),
                 task_metadata={"status": "done", "agent": "echo"},
             )
-            # As the API's chat-task route does: the conversation is marked viewed, and
-            # its expiry (session_service.ttl) slides.
-            await service.mark_viewed(user, session_id)
         except ApiError as error:
             return error.response()
         except SessionNotFound:
@@ -82,14 +83,7 @@ def agent_router(delay: float = REPLY_DELAY) -> APIRouter:
 
 async def _message(request: Request) -> str:
     """The body's ``message``; an ``ApiError`` says what is wrong with it."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json", "body")
-    try:
-        body = json.loads(await request.body())
-    except ValueError as error:
-        message = f"the body is not valid JSON: {error}"
-        raise ApiError(400, "invalid_json", message, "body") from None
+    body = await read_json_body(request)  # bounded in size and depth, as the API reads
     if not isinstance(body, dict) or set(body) != {"message"}:
         raise ApiError(422, "invalid_input", 'the body must be {"message": "..."}', "message")
     message = body["message"]

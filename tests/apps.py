@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -172,3 +172,17 @@ def run_in_thread(main: Callable[[], Awaitable[None]], backend: str = "asyncio")
     """
     with ThreadPoolExecutor(1) as pool:
         pool.submit(anyio.run, main, backend=backend).result()
+
+
+class Chunks:
+    """A request body streamed in ``count`` chunks of ``size`` bytes; ``sent`` counts those read."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count = count
+        self.size = size
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.count):
+            self.sent += 1
+            yield b" " * self.size

@@ -41,7 +41,7 @@ from starlette.routing import Mount, Route
 from agentsession import SessionMiddleware, SessionService, sessions_router
 from agentsession.openapi import openapi_document
 from agentsession.stores.memory import MemoryStore
-from tests.apps import SECRET
+from tests.apps import SECRET, Chunks
 from tests.databases import sql_service
 
 PREFIX = "/api/v1"
@@ -517,20 +517,6 @@ async def test_json_media_types_are_accepted(browser: Browser, content_type: str
     headers = {"content-type": content_type}
     response = await browser.send("POST", "/sessions", b'{"name": "n"}', **headers)
     assert response.status_code == 201, response.text
-
-
-class Chunks:
-    """A request body streamed in ``count`` chunks; ``sent`` counts those read."""
-
-    def __init__(self, count: int, size: int) -> None:
-        self.count = count
-        self.size = size
-        self.sent = 0
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for _ in range(self.count):
-            self.sent += 1
-            yield b" " * self.size
 
 
 @pytest.mark.anyio

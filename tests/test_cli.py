@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -262,3 +263,79 @@ def test_the_console_script_is_installed() -> None:
     assert done.returncode == 0
     for command in ("migrate", "prune", "stats", "--config"):
         assert command in done.stdout
+
+
+# A database that refuses the URL, or is not there: one line, never a traceback
+
+NO_DATABASE = "agentsession_does_not_exist"
+NO_USER = "agentsession_nobody"
+
+
+def refusing(case: str, tmp_path: Path) -> tuple[str, int, str]:
+    """The URL of ``case``, the exit status it must give and its stderr (a regex)."""
+    from tests.databases import server_url
+    from tests.test_sql_errors import (
+        DATABASE_HINT,
+        FILE_HINT,
+        LOGIN_HINT,
+        MYSQL,
+        PG,
+        as_user,
+        masked,
+        on_database,
+    )
+
+    config = "agentsession: configuration error: "
+    down = "agentsession: the database is unavailable: "
+    if case == "postgresql-no-database":
+        url = on_database(server_url(PG), NO_DATABASE)
+        message = f'database "{NO_DATABASE}" does not exist; {DATABASE_HINT}'
+        return url, 2, re.escape(f"{config}{masked(url)}: {message}")
+    if case == "postgresql-no-role":
+        url = as_user(server_url(PG), NO_USER)
+        message = f'role "{NO_USER}" does not exist; {LOGIN_HINT}'
+        return url, 2, re.escape(f"{config}{masked(url)}: {message}")
+    if case == "mysql-no-database":
+        url = on_database(server_url(MYSQL), NO_DATABASE)
+        message = f"Unknown database '{NO_DATABASE}'; {DATABASE_HINT}"
+        return url, 2, re.escape(f"{config}{masked(url)}: {message}")
+    if case == "mysql-no-user":
+        url = as_user(server_url(MYSQL), NO_USER, "secretpw")
+        # MariaDB (1698) names no password; MySQL (1045) adds "(using password: YES)".
+        head = re.escape(f"{config}{masked(url)}: Access denied for user '{NO_USER}'@")
+        return url, 2, f"{head}'[^']+'( \\(using password: YES\\))?{re.escape('; ' + LOGIN_HINT)}"
+    if case == "sqlite-no-directory":
+        url = f"sqlite:///{tmp_path / 'missing-dir' / 'sessions.db'}"
+        message = f"unable to open database file; {FILE_HINT}"
+        return url, 2, re.escape(f"{config}{masked(url)}: {message}")
+    if case == "postgresql-closed-port":
+        url = "postgresql://postgres:secretpw@127.0.0.1:1/test"
+        message = "ConnectionRefusedError: [Errno 111] Connect call failed ('127.0.0.1', 1)"
+        return url, 1, re.escape(f"{down}{masked(url)}: {message}")
+    assert case == "mysql-closed-port"
+    url = "mysql://root:secretpw@127.0.0.1:1/test"
+    message = "Can't connect to MySQL server on '127.0.0.1' (2003)"
+    return url, 1, re.escape(f"{down}{masked(url)}: {message}")
+
+
+@pytest.mark.parametrize("command", ["migrate", "stats", "prune"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "postgresql-no-database",
+        "postgresql-no-role",
+        "mysql-no-database",
+        "mysql-no-user",
+        "sqlite-no-directory",
+        "postgresql-closed-port",
+        "mysql-closed-port",
+    ],
+)
+def test_a_refusing_database_is_one_line(tmp_path: Path, case: str, command: str) -> None:
+    """Misconfiguration exits 2 naming what to fix; an outage exits 1; passwords masked."""
+    url, status, expected = refusing(case, tmp_path)
+    result = agentsession_sync(command, SESSION_DATABASE_URL=url)
+    assert result.status == status, result.err
+    assert re.fullmatch(f"{expected}\n", result.err), result.err
+    assert result.out == ""
+    assert "secretpw" not in result.err

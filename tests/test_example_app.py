@@ -7,12 +7,14 @@ The browser test (test_example_browser.py) and the PostgreSQL run over HTTP
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -20,14 +22,18 @@ import pytest
 from example_app.agent import MAX_MESSAGE_LENGTH
 from example_app.app import STATIC_DIR, create_app
 
+from agentsession.api import DEFAULT_MAX_BODY_SIZE
+from agentsession.common import MAX_JSON_DEPTH
 from agentsession.service import SessionService
-from tests.apps import client_for, lifespan, middleware_of
+from tests.apps import Chunks, client_for, lifespan, middleware_of
 from tests.databases import statements
 from tests.example_server import ROOT
 
 pytestmark = pytest.mark.anyio
 
 API = "/api/v1"
+JSON = {"Content-Type": "application/json"}
+MB = 1024 * 1024
 
 
 async def new_conversation(client: httpx.AsyncClient, name: str | None = None) -> str:
@@ -140,7 +146,7 @@ async def test_the_agent_stores_the_message_then_the_reply(tmp_path: Path) -> No
         assert listed[0]["lastViewedAt"] is not None
 
 
-async def test_a_turn_costs_three_statements(tmp_path: Path) -> None:
+async def test_a_turn_costs_two_transactions(tmp_path: Path) -> None:
     app = create_app(tmp_path, env={}, reply_delay=0)
     async with lifespan(app), client_for(app) as client:
         session_id = await new_conversation(client)
@@ -150,15 +156,25 @@ async def test_a_turn_costs_three_statements(tmp_path: Path) -> None:
                 f"/agent/sessions/{session_id}/messages", json={"message": "count me"}
             )
         assert response.status_code == 200
-        # The message, the reply (both upserts of one task), and marking it viewed.
-        assert len(seen) == 3, seen
+        # The message and the reply: two saves of one task, each (on SQLite) one
+        # transaction that touches the conversation and upserts the task.
+        assert [statement.split()[0] for statement in seen] == [
+            "BEGIN",
+            "UPDATE",
+            "INSERT",
+            "COMMIT",
+        ] * 2, seen
 
 
 @pytest.mark.parametrize(
     ("content", "content_type", "status", "code", "field"),
     [
         (b'{"message": "hi"', "application/json", 400, "invalid_json", "body"),
+        (b"", "application/json", 400, "invalid_json", "body"),
+        (b'{"message": NaN}', "application/json", 400, "invalid_json", "body"),
         (b"message=hi", "application/x-www-form-urlencoded", 415, "unsupported_media_type", "body"),
+        (b'{"message": "hi"}', "text/plain", 415, "unsupported_media_type", "body"),
+        (b'{"message": "hi"}', "", 415, "unsupported_media_type", "body"),
         (b'{"message": ""}', "application/json", 422, "invalid_input", "message"),
         (b'{"message": "  \\n "}', "application/json", 422, "invalid_input", "message"),
         (b'{"message": 5}', "application/json", 422, "invalid_input", "message"),
@@ -189,6 +205,112 @@ async def test_bad_messages_are_refused_and_store_nothing(
         assert (error["code"], error["field"]) == (code, field)
         assert error["message"]
         assert await history(client, session_id) == []
+
+
+async def test_bodies_over_the_apis_limit_are_refused_unread(tmp_path: Path) -> None:
+    app = create_app(tmp_path, env={}, reply_delay=0)
+    async with lifespan(app), client_for(app) as client:
+        session_id = await new_conversation(client)
+        url = f"/agent/sessions/{session_id}/messages"
+        # The API's answer to a body over its limit, which the agent gives word for word.
+        too_large = await client.post(f"{API}/sessions", json={"name": "x" * DEFAULT_MAX_BODY_SIZE})
+        assert too_large.status_code == 413
+        assert too_large.json() == {
+            "error": {
+                "code": "body_too_large",
+                "message": f"the body is over the {DEFAULT_MAX_BODY_SIZE}-byte limit",
+                "field": "body",
+            }
+        }
+
+        # 50 MB declared in Content-Length: refused before a byte of it is read.
+        declared = Chunks(count=50, size=MB)
+        headers = {**JSON, "Content-Length": str(50 * MB)}
+        response = await client.post(url, content=declared, headers=headers)
+        assert (response.status_code, response.json()) == (413, too_large.json())
+        assert declared.sent == 0
+
+        # Streamed (chunked, no length): refused as soon as it grows past the limit.
+        streamed = Chunks(count=800, size=64 * 1024)
+        request = client.build_request("POST", url, content=streamed, headers=JSON)
+        assert "content-length" not in request.headers
+        response = await client.send(request)
+        assert (response.status_code, response.json()) == (413, too_large.json())
+        assert streamed.sent <= DEFAULT_MAX_BODY_SIZE // streamed.size + 1
+
+        # Up to the limit, the body is read: padded to exactly the limit, it is a message.
+        fits = b'{"message": "padded"}'.ljust(DEFAULT_MAX_BODY_SIZE)
+        response = await client.post(url, content=fits + b" ", headers=JSON)
+        assert (response.status_code, response.json()) == (413, too_large.json())
+        response = await client.post(url, content=fits, headers=JSON)
+        assert response.status_code == 200, response.text
+        assert [task["userMessage"] for task in await history(client, session_id)] == ["padded"]
+
+
+#: Bodies nested 100,000 deep: far past what Python's JSON parser takes.
+DEEP_BODIES = {
+    "array": b"[" * 100_000 + b"]" * 100_000,
+    "object": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "unclosed": b"[" * 100_000,
+    "in-the-message": b'{"message": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+}
+
+
+@pytest.mark.parametrize("raw", DEEP_BODIES.values(), ids=DEEP_BODIES.keys())
+async def test_a_body_nested_100000_deep_is_invalid_json_as_in_the_api(
+    tmp_path: Path, raw: bytes
+) -> None:
+    app = create_app(tmp_path, env={}, reply_delay=0)
+    async with lifespan(app), client_for(app) as client:
+        session_id = await new_conversation(client)
+        started = time.perf_counter()
+        response = await client.post(
+            f"/agent/sessions/{session_id}/messages", content=raw, headers=JSON
+        )
+        assert time.perf_counter() - started < 2
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["field"]) == ("invalid_json", "body")
+        assert error["message"].startswith("the body is not valid JSON: maximum recursion depth")
+        # Word for word what the API's save-task route answers to the same body.
+        api = await client.post(
+            f"{API}/sessions/{session_id}/chat-tasks", content=raw, headers=JSON
+        )
+        assert (api.status_code, api.json()) == (400, response.json())
+        assert await history(client, session_id) == []
+
+
+def nested(depth: int) -> object:
+    """An array ``depth`` arrays deep (``[[]]`` is 2)."""
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1])
+async def test_a_body_at_or_past_the_nesting_limit_is_read_and_its_field_refused(
+    tmp_path: Path, depth: int
+) -> None:
+    # Nested this deep the body still parses, so it is judged by its field: a message
+    # must be a string, and the refusal names it (as the API names messageBubbles when
+    # they nest deeper than MAX_JSON_DEPTH).
+    body = json.dumps({"message": nested(depth - 1)})  # the body itself is `depth` deep
+    app = create_app(tmp_path, env={}, reply_delay=0)
+    async with lifespan(app), client_for(app) as client:
+        session_id = await new_conversation(client)
+        url = f"/agent/sessions/{session_id}/messages"
+        response = await client.post(url, content=body, headers=JSON)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == {
+            "code": "invalid_input",
+            "message": "the message must be a non-empty string",
+            "field": "message",
+        }
+        assert await history(client, session_id) == []
+        # The route still answers the next message as ever.
+        response = await client.post(url, json={"message": "still here"})
+        assert response.status_code == 200, response.text
 
 
 async def test_the_agent_answers_only_in_your_own_conversations(tmp_path: Path) -> None:

@@ -262,8 +262,10 @@ async def test_task_and_feedback_identity_rules() -> None:
     assert first is not None
     with pytest.raises(IdConflict):
         await store.save_task(task("t", "s2", at=2))
-    with pytest.raises(IdConflict):
-        await store.save_task(task("t", "b", user="bob", at=2))
+    # Task ids are per user: bob's "t" is his own, beside alice's.
+    bobs = await store.save_task(task("t", "b", user="bob", at=2))
+    assert bobs is not None
+    assert bobs.session_id == "b"
     updated = await store.save_task(task("t", "s", at=3, bubbles=["new"]))
     assert updated is not None
     assert (updated.created_time, updated.updated_time, updated.message_bubbles) == (1, 3, ["new"])

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentsession.errors import StoreUnavailable
+from agentsession.errors import ConfigError, StoreUnavailable
 from agentsession.stores.sql import migrate as migrate_module
 from agentsession.stores.sql.engine import create_engine, dialect_of
 from agentsession.stores.sql.migrate import (
@@ -37,7 +37,7 @@ from agentsession.stores.sql.migrate import (
     head_revision,
     migrate,
 )
-from agentsession.stores.sql.schema import metadata
+from agentsession.stores.sql.schema import Tables, metadata, tables
 from tests.databases import SQL_BACKENDS, fresh_database
 
 pytestmark = pytest.mark.anyio
@@ -207,6 +207,102 @@ async def test_downgrade_drops_everything(backend: str, tmp_path: Path) -> None:
         assert set(await table_names(engine)) == {*TABLES, VERSION_TABLE}
 
 
+_ROWS_0001 = {
+    "sessions": [
+        ("s1", "alice", "{}", 0, 1, 1),
+        ("s2", "bob", "{}", 0, 2, 2),
+    ],
+    "chat_tasks": [
+        ("t1", "s1", "alice", '["a"]', 10, 10),
+        ("t2", "s2", "bob", '["b"]', 20, 20),
+        ("t3", "s1", "alice", '["c"]', 30, 30),
+    ],
+    "feedback": [
+        ("f1", "s1", "t1", "alice", "up", 11),
+        ("f2", "s2", "t2", "bob", "down", 21),
+    ],
+}
+_COLUMNS_0001 = {
+    "sessions": "id, user_id, state, version, created_time, updated_time",
+    "chat_tasks": "id, session_id, user_id, message_bubbles, created_time, updated_time",
+    "feedback": "id, session_id, task_id, user_id, rating, created_time",
+}
+
+
+async def _rows(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
+    async with engine.connect() as conn:
+        return {
+            table: sorted(
+                tuple(row) for row in await conn.execute(text(f"SELECT {columns} FROM {table}"))
+            )
+            for table, columns in _COLUMNS_0001.items()
+        }
+
+
+async def test_upgrade_from_0001_keeps_rows_and_makes_task_ids_per_user(
+    backend: str, tmp_path: Path
+) -> None:
+    """A database at 0001 with rows in it: 0002 keeps every row, the schema then matches
+    ``schema.py``, the cascades still work, and two users may share a task id."""
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+
+        def to_0001(connection: Connection) -> None:
+            command.upgrade(alembic_config(connection), "0001")
+
+        async with engine.connect() as conn:
+            await conn.run_sync(to_0001)
+            await conn.commit()
+            for table, rows in _ROWS_0001.items():
+                columns = _COLUMNS_0001[table]
+                marks = ", ".join(f":p{i}" for i in range(len(rows[0])))
+                for row in rows:
+                    values = {f"p{i}": value for i, value in enumerate(row)}
+                    await conn.execute(
+                        text(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), values
+                    )
+            await conn.commit()
+        before = await _rows(engine)
+        assert await current_revision(engine) == "0001"
+
+        assert await migrate(engine) is True
+
+        assert await current_revision(engine) == head_revision()
+        assert await _rows(engine) == before
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_schema_differences) == []
+            # Bob may now have a "t1" of his own, and rate it.
+            await conn.execute(
+                text(
+                    "INSERT INTO chat_tasks (id, session_id, user_id, message_bubbles, "
+                    "created_time, updated_time) VALUES ('t1', 's2', 'bob', '[]', 40, 40)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO feedback (id, session_id, task_id, user_id, rating, "
+                    "created_time) VALUES ('f3', 's2', 't1', 'bob', 'up', 41)"
+                )
+            )
+            # A rating needs the user's own task: carol has no "t1".
+            with pytest.raises(DBAPIError):
+                await conn.execute(
+                    text(
+                        "INSERT INTO feedback (id, session_id, task_id, user_id, rating, "
+                        "created_time) VALUES ('f4', 's1', 't1', 'carol', 'up', 42)"
+                    )
+                )
+            await conn.rollback()
+            # Deleting alice's conversation takes her tasks and ratings, and no one else's.
+            await conn.execute(text("DELETE FROM sessions WHERE id = 's1'"))
+            await conn.commit()
+        after = await _rows(engine)
+        assert after["chat_tasks"] == [
+            ("t1", "s2", "bob", "[]", 40, 40),
+            ("t2", "s2", "bob", '["b"]', 20, 20),
+        ]
+        assert [row[0] for row in after["feedback"]] == ["f2", "f3"]
+
+
 # One process: wait for the common start time (so all four race), migrate, and print
 # whether this one applied the migration.
 _MIGRATE_SCRIPT = """
@@ -273,16 +369,75 @@ async def test_a_failing_migration_is_not_store_unavailable(backend: str, tmp_pa
     whose DDL commits as it goes) leaves nothing behind."""
     async with fresh_engine(backend, tmp_path) as (_, engine):
         async with engine.begin() as conn:
-            # In the way of the revision's last CREATE TABLE.
-            await conn.execute(text("CREATE TABLE agentsession_leases (x INTEGER)"))
+            # A name in the way of the revision's last index (index names are per
+            # database on PostgreSQL and SQLite), or on MySQL of a foreign key (InnoDB's
+            # constraint names are per database).
+            await conn.execute(text("CREATE TABLE app_things (x INTEGER PRIMARY KEY)"))
+            if backend == "mysql":
+                clash = "fk_feedback_task_id_chat_tasks"
+                await conn.execute(
+                    text(
+                        f"CREATE TABLE app_more (x INTEGER, CONSTRAINT {clash} "
+                        "FOREIGN KEY (x) REFERENCES app_things (x))"
+                    )
+                )
+            else:
+                clash = "ix_feedback_session_id"
+                await conn.execute(text(f"CREATE INDEX {clash} ON app_things (x)"))
 
         with pytest.raises(DBAPIError) as raised:
             await migrate(engine)
 
-        assert "agentsession_leases" in str(raised.value)
+        assert clash in str(raised.value) or backend == "mysql", raised.value
         assert await current_revision(engine) is None
         if backend != "mysql":
-            assert await table_names(engine) == ["agentsession_leases"]
+            assert await table_names(engine) == ["app_things"]
+
+
+@pytest.mark.parametrize("prefix", ["", "app_"])
+async def test_a_table_that_is_not_ours_stops_the_first_migration(
+    backend: str, tmp_path: Path, prefix: str
+) -> None:
+    """The app's own ``<prefix>sessions``: a ConfigError naming the table and the
+    setting, before anything is created; with another prefix the package lives beside it."""
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        async with engine.begin() as conn:
+            await conn.execute(text(f"CREATE TABLE {prefix}sessions (x INTEGER)"))
+        target = tables(prefix)
+
+        with pytest.raises(ConfigError) as raised:
+            await migrate(engine, target)
+
+        message = str(raised.value)
+        assert message.startswith("session_service.table_prefix: "), message
+        assert f"a table '{prefix}sessions' already exists in " in message
+        assert "set session_service.table_prefix (SESSION_TABLE_PREFIX)" in message
+        assert await table_names(engine) == [f"{prefix}sessions"]
+
+        beside = tables(prefix + "as_")
+        assert await migrate(engine, beside) is True
+        assert set(await table_names(engine)) == {
+            f"{prefix}sessions",
+            *beside.names,
+            beside.version_table,
+        }
+        assert await current_revision(engine, beside) == head_revision()
+        async with engine.connect() as conn:
+            differences = await conn.run_sync(_differences_of, beside)
+        assert differences == []
+
+
+def _differences_of(connection: Connection, target: Tables) -> list[Any]:
+    context = MigrationContext.configure(
+        connection,
+        opts={
+            "version_table": target.version_table,
+            "version_table_schema": target.schema,
+            "compare_type": True,
+            "include_name": lambda name, kind, _parent: kind != "table" or name in target.names,
+        },
+    )
+    return list(compare_metadata(context, target.metadata))
 
 
 @asynccontextmanager

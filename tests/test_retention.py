@@ -181,7 +181,7 @@ async def contents(service: SessionService) -> dict[str, set[str]]:
             for (task_id, _), item in conversation.feedback.items():
                 assert task_id in conversation.tasks, item.id
                 found["feedback"].add(item.id)
-        assert set(store._task_home) == found["chat_tasks"]
+        assert {task_id for _, task_id in store._task_home} == found["chat_tasks"]
         return found
     async with sql(service).engine.connect() as connection:
         orphans = await connection.scalar(

@@ -27,7 +27,7 @@ from agentsession.stores.sql.prune import (
     idle_window,
     select_batch,
 )
-from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
+from agentsession.stores.sql.schema import DEFAULT_TABLES, chat_tasks, feedback, sessions
 from tests.databases import fresh_database, sql_service
 
 pytestmark = pytest.mark.anyio
@@ -156,34 +156,42 @@ async def test_no_batch_statement_scans_a_whole_table(loaded: SqlStore, rule: st
     if rule == "idle_sessions":
         # A window of candidates, read by index range, then the idle ones deleted by id.
         async with store.engine.connect() as connection:
-            window = (await connection.execute(idle_window(CUT, None, BATCH))).fetchall()
+            window = (
+                await connection.execute(idle_window(DEFAULT_TABLES, CUT, None, BATCH))
+            ).fetchall()
             after = (int(window[-1][1]), str(window[-1][0]))
-            later = (await connection.execute(idle_window(CUT, after, BATCH))).fetchall()
+            later = (
+                await connection.execute(idle_window(DEFAULT_TABLES, CUT, after, BATCH))
+            ).fetchall()
         assert len(later) == BATCH, "the data set has too few idle conversations"
-        statements["first window"] = idle_window(CUT, None, BATCH)
-        statements["mid-run window"] = idle_window(CUT, after, BATCH)
-        statements["delete"] = delete_ids(rule, CUT, later)
+        statements["first window"] = idle_window(DEFAULT_TABLES, CUT, None, BATCH)
+        statements["mid-run window"] = idle_window(DEFAULT_TABLES, CUT, after, BATCH)
+        statements["delete"] = delete_ids(DEFAULT_TABLES, rule, CUT, later)
         scans = {label: await full_scans(store, sql) for label, sql in statements.items()}
         assert scans == {label: [] for label in statements}, scans
         return
     # Mid-run: the range starts at the largest key a first batch would have deleted.
-    first = select_batch(rule, CUT, None, BATCH)
+    first = select_batch(DEFAULT_TABLES, rule, CUT, None, BATCH)
     mid = await first_key(store, first.offset(BATCH - 1).limit(1))
     assert mid is not None, f"{rule}: the data set has too few old rows"
     for label, after in (("first batch", None), ("mid-run batch", int(mid))):
         if store.dialect == "postgresql":
-            statements[label] = delete_batch(store.dialect, rule, CUT, after, BATCH)
+            statements[label] = delete_batch(DEFAULT_TABLES, store.dialect, rule, CUT, after, BATCH)
             continue
-        statements[f"{label}: boundary"] = boundary_query(rule, CUT, after, BATCH)
-        upto = await first_key(store, boundary_query(rule, CUT, after, BATCH))
+        statements[f"{label}: boundary"] = boundary_query(DEFAULT_TABLES, rule, CUT, after, BATCH)
+        upto = await first_key(store, boundary_query(DEFAULT_TABLES, rule, CUT, after, BATCH))
         assert upto is not None
-        statements[f"{label}: delete"] = delete_range(rule, CUT, after, int(upto), BATCH)
+        statements[f"{label}: delete"] = delete_range(
+            DEFAULT_TABLES, rule, CUT, after, int(upto), BATCH
+        )
     if store.dialect == "mysql":
         # The last, short batch: its rows are read, then deleted by id.
         async with store.engine.connect() as connection:
-            rows = (await connection.execute(select_batch(rule, CUT, int(mid), 50))).fetchall()
-        statements["last batch: select"] = select_batch(rule, CUT, int(mid), BATCH)
-        statements["last batch: delete"] = delete_ids(rule, CUT, rows)
+            rows = (
+                await connection.execute(select_batch(DEFAULT_TABLES, rule, CUT, int(mid), 50))
+            ).fetchall()
+        statements["last batch: select"] = select_batch(DEFAULT_TABLES, rule, CUT, int(mid), BATCH)
+        statements["last batch: delete"] = delete_ids(DEFAULT_TABLES, rule, CUT, rows)
 
     scans = {label: await full_scans(store, statement) for label, statement in statements.items()}
 

@@ -632,20 +632,33 @@ async def test_task_id_of_another_conversation_conflicts(
     assert await tasks_of(service, user, second.id) == []
 
 
-async def test_task_id_of_another_user_conflicts(service: SessionService) -> None:
+async def test_task_ids_are_per_user(service: SessionService) -> None:
+    """Two users saving the same task id, each in their own conversation: both succeed,
+    each sees only their own, and rating or deleting one leaves the other as it was."""
     owner, stranger = new_user(), new_user()
     theirs = await make_conversation(service, owner)
     before = await snapshot(service, owner)
     mine = await service.create_session(stranger)
 
-    with pytest.raises(IdConflict) as raised:
-        await service.save_task(
-            stranger, mine.id, theirs.tid, user_message="hijack", message_bubbles=["hijack"]
-        )
+    saved = await service.save_task(
+        stranger, mine.id, theirs.tid, user_message="mine", message_bubbles=["mine"]
+    )
 
-    assert raised.value.field == "task_id"
-    assert raised.value.value == theirs.tid
-    assert await tasks_of(service, stranger, mine.id) == []
+    assert (saved.id, saved.session_id, saved.user_id) == (theirs.tid, mine.id, stranger)
+    assert [task.user_message for task in await tasks_of(service, stranger, mine.id)] == ["mine"]
+    assert await snapshot(service, owner) == before
+    # Saving it again updates the stranger's task, never the owner's.
+    again = await service.save_task(stranger, mine.id, theirs.tid, message_bubbles=["again"])
+    assert again.created_time == saved.created_time
+    rated = await service.add_feedback(stranger, mine.id, theirs.tid, "down", "meh")
+    assert (await service.list_feedback(stranger, task_id=theirs.tid)).items == [rated]
+    assert await snapshot(service, owner) == before
+    # The owner's task id in another of *their* conversations still conflicts.
+    with pytest.raises(IdConflict):
+        await service.save_task(stranger, (await service.create_session(stranger)).id, theirs.tid)
+    # Deleting the stranger's conversation takes only the stranger's task and rating.
+    await service.delete_session(stranger, mine.id)
+    assert (await service.list_feedback(stranger)).items == []
     assert await snapshot(service, owner) == before
 
 
@@ -1226,14 +1239,15 @@ async def test_another_user_cannot_touch_a_conversation(service: SessionService)
 
     with pytest.raises(IdConflict):
         await service.create_session(stranger, session_id=sid)
-    with pytest.raises(IdConflict):
-        await service.save_task(stranger, own.id, tid, message_bubbles=["x"])
 
     assert await sessions_of(service, stranger) == [own]
     assert await feedback_of(service, stranger) == []
     assert await feedback_of(service, stranger, session_id=sid) == []
     assert await feedback_of(service, stranger, task_id=tid) == []
     assert await tasks_of(service, stranger, own.id) == [own_task]
+    # The owner's task id is no secret to learn: the stranger's save of it is their own.
+    mine = await service.save_task(stranger, own.id, tid, message_bubbles=["x"])
+    assert (mine.user_id, mine.session_id) == (stranger, own.id)
     assert await snapshot(service, owner) == before
     # And the owner still has everything, unchanged, as the records first returned.
     assert before["sessions"] == [theirs.session]

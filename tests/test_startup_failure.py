@@ -228,6 +228,9 @@ def test_missing_database_refuses_to_start(tmp_path: Path, postgres_url: str) ->
     _assert_refused(code, log)
     assert "does not exist" in log, log
     assert name in log, log
+    # Reported as configuration to fix, in one line naming the database and the key.
+    assert f"StoreMisconfigured: postgresql+asyncpg://{url.username}" in log, log
+    assert f'database "{name}" does not exist; create it or fix session_service.database_url' in log
     if url.password:
         assert url.password not in log, log
 

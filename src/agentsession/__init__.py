@@ -33,6 +33,7 @@ from agentsession.errors import (
     InvalidInput,
     SessionNotFound,
     SessionTooLarge,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "SessionService",
     "SessionState",
     "SessionTooLarge",
+    "StoreMisconfigured",
     "StoreUnavailable",
     "TaskRecord",
     "__version__",

@@ -27,6 +27,7 @@ from agentsession.errors import (
     IdConflict,
     InvalidInput,
     SessionNotFound,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 from agentsession.identity import UserResolver, resolve_user
@@ -37,7 +38,7 @@ from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRe
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "ApiError", "sessions_router", "task_json"]
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "ApiError", "read_json_body", "sessions_router", "task_json"]
 
 logger = logging.getLogger("agentsession")
 
@@ -168,10 +169,15 @@ def _guard(endpoint: Endpoint) -> Endpoint:
             return _invalid(field, message).response()
         except IdConflict as error:
             field = _FIELDS.get(error.field, error.field)
-            message = f"{field} is already in use by another conversation or user"
+            message = f"{field} is already in use by another of your conversations"
             return ApiError(409, "conflict", message, field).response()
         except SessionNotFound:
             return ApiError(404, "not_found", "no such conversation").response()
+        except StoreMisconfigured as error:
+            # Not an outage that passes: the operator has to act (a grant, a database).
+            logger.error("sessions_router: the session store is misconfigured: %s", error)
+            message = "the session store is unavailable; retry later"
+            return ApiError(503, "store_unavailable", message).response()
         except StoreUnavailable as error:
             logger.warning("sessions_router: the session store is unavailable: %s", error)
             message = "the session store is unavailable; retry later"
@@ -255,9 +261,9 @@ class _Handlers:
             user_message=_optional_str(body, "userMessage"),
             message_bubbles=bubbles,
             task_metadata=metadata,
+            # The user's own activity: it also marks the conversation read.
+            viewed=True,
         )
-        # Activity in a conversation keeps it alive (slides its TTL) and marks it read.
-        await service.mark_viewed(user, session_id)
         return JSONResponse(task_json(record))
 
     # Feedback
@@ -328,25 +334,10 @@ class _Handlers:
         empty_ok: bool = False,
     ) -> dict[str, Any]:
         """The JSON object body, read at most ``max_body_size`` bytes; only ``fields`` allowed."""
-        raw = await self._read(request)
-        if not raw.strip():
-            if empty_ok:
-                return {}
-            raise ApiError(400, "invalid_json", "the request needs a JSON object body", "body")
-        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media not in _JSON_TYPES and not media.endswith("+json"):
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                f"send the body as application/json, not {media or 'no content type'}",
-                "body",
-            )
-        try:
-            body = json.loads(raw, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as error:
-            raise ApiError(
-                400, "invalid_json", f"the body is not valid JSON: {error}", "body"
-            ) from None
+        raw = await _read_body(request, self.max_body_size)
+        if empty_ok and not raw.strip():
+            return {}
+        body = _parse_body(request, raw)
         if not isinstance(body, dict):
             raise ApiError(
                 400, "invalid_json", f"the body must be a JSON object, not {_kind(body)}", "body"
@@ -360,23 +351,54 @@ class _Handlers:
                 raise _invalid(key, "is required")
         return body
 
-    async def _read(self, request: Request) -> bytes:
-        """The raw body; 413 from the Content-Length header, or as soon as it grows too big."""
-        limit = self.max_body_size
-        too_large = ApiError(
-            413, "body_too_large", f"the body is over the {limit}-byte limit", "body"
-        )
-        declared = request.headers.get("content-length")
-        if declared is not None and _is_number(declared) and int(declared) > limit:
+
+async def read_json_body(request: Request, *, max_body_size: int = DEFAULT_MAX_BODY_SIZE) -> Any:
+    """The request's JSON body, read and checked as ``sessions_router()`` reads its own.
+
+    For a route of your own (an agent's chat endpoint) that should answer bad bodies as
+    the API does: over ``max_body_size`` bytes is 413 ``body_too_large`` before it is
+    read (from ``Content-Length``, or as soon as a streamed body grows past it); not sent
+    as JSON is 415; empty, not JSON (NaN included) or nested too deep to parse is 400
+    ``invalid_json``. Each is raised as an ``ApiError``; ``error.response()`` answers it.
+    """
+    return _parse_body(request, await _read_body(request, max_body_size))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body; 413 from the Content-Length header, or as soon as it grows too big."""
+    too_large = ApiError(413, "body_too_large", f"the body is over the {limit}-byte limit", "body")
+    declared = request.headers.get("content-length")
+    announced = None if declared is None else _bounded(declared, limit)
+    if announced is not None and announced > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
             raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_body(request: Request, raw: bytes) -> Any:
+    """``raw`` as JSON, if it was sent as JSON; else the API's 400 or 415."""
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "the request needs a JSON object body", "body")
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in _JSON_TYPES and not media.endswith("+json"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the body as application/json, not {media or 'no content type'}",
+            "body",
+        )
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as error:  # RecursionError: ~1000 levels deep
+        raise ApiError(
+            400, "invalid_json", f"the body is not valid JSON: {error}", "body"
+        ) from None
 
 
 # Helpers: reading input
@@ -397,11 +419,12 @@ def _paging(request: Request) -> tuple[int, str | None]:
     text = query.get("limit")
     limit = API_DEFAULT_PAGE_SIZE
     if text is not None:
-        if not _is_number(text) or not 1 <= int(text) <= API_MAX_PAGE_SIZE:
+        value = _bounded(text, API_MAX_PAGE_SIZE)
+        if value is None or not 1 <= value <= API_MAX_PAGE_SIZE:
             raise _invalid(
                 "limit", f"must be an integer from 1 to {API_MAX_PAGE_SIZE}, not {text!r:.40}"
             )
-        limit = int(text)
+        limit = value
     return limit, query.get("cursor")
 
 
@@ -428,6 +451,19 @@ def _instant(text: str | None, field: str) -> int | None:
 def _is_number(text: str) -> bool:
     """Plain ASCII digits only (``int()`` would also take spaces, signs and other scripts)."""
     return text.isascii() and text.isdigit()
+
+
+def _bounded(text: str, most: int) -> int | None:
+    """The number ``text`` spells in ASCII digits, or ``most + 1`` if it is larger; else None.
+
+    Digits of any length: ``int()`` refuses more than 4300 of them (a 500, not a 4xx).
+    """
+    if not _is_number(text):
+        return None
+    digits = text.lstrip("0")
+    if len(digits) > len(str(most)):
+        return most + 1
+    return int(digits or "0")
 
 
 def _str(body: Mapping[str, Any], key: str) -> str:

@@ -3,7 +3,9 @@
 The configuration comes from ``--config FILE`` (with environment overrides) or from
 the environment alone. Exit status: 0 done; 1 the database is unavailable, not
 migrated, or busy with another instance's prune; 2 bad configuration (the message
-names the key) or a memory store, which has nothing to work on outside the app.
+names the key), a database that refuses the URL (no such database, user or
+privilege), or a memory store, which has nothing to work on outside the app. Errors
+are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TextIO
 
 from agentsession.common import now_ms
 from agentsession.config import AgentSessionConfig, load_config
 from agentsession.errors import ConfigError, StoreUnavailable
 from agentsession.retention import BATCH_PAUSE, DAY_MS, LEASE_NAME, PruneReport, prune
 from agentsession.service import SessionService
-from agentsession.stores.sql.engine import create_engine, mask_url
+from agentsession.stores.sql import SqlStore
+from agentsession.stores.sql.engine import mask_url
+from agentsession.stores.sql.errors import translate
 from agentsession.stores.sql.migrate import current_revision, head_revision, migrate
 from agentsession.stores.sql.stats import database_stats
 
@@ -48,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "SESSION_DATABASE_URL or session_service.database_url",
             )
         command = {"migrate": _migrate, "prune": _prune, "stats": _stats}[args.command]
-        return asyncio.run(command(config, args))
+        return asyncio.run(_settled(command(config, args)))
     except ConfigError as error:
         return _exit(2, f"configuration error: {error}")
     except StoreUnavailable as error:
@@ -57,6 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit(failed.status, str(failed))
     except KeyboardInterrupt:
         return _exit(130, "interrupted (batches already deleted stay deleted)")
+
+
+async def _settled(command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command``, then let aiosqlite's worker threads finish while the loop runs.
+
+    aiosqlite (0.22) stops the thread of a connection that failed to open without
+    waiting for it; if ``asyncio.run`` closed the loop first, that thread would print an
+    "Event loop is closed" traceback under the one-line error message.
+    """
+    try:
+        return await command
+    finally:
+        for thread in threading.enumerate():
+            if thread.name.endswith("(_connection_worker_thread)"):
+                await asyncio.to_thread(thread.join, 1.0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,10 +130,33 @@ def _exit(status: int, message: str) -> int:
     return status
 
 
+def _store(config: AgentSessionConfig) -> SqlStore:
+    """The configured SQL store (its table prefix and schema too), not started; one connection."""
+    service = config.session_service
+    return SqlStore(
+        _url(config), pool_size=1, table_prefix=service.table_prefix, schema=service.schema
+    )
+
+
 def _url(config: AgentSessionConfig) -> str:
     url = config.session_service.database_url
     assert url is not None  # the configuration checked it for type sql
     return url
+
+
+@asynccontextmanager
+async def _database_errors(url: str) -> AsyncIterator[None]:
+    """Classify errors of queries run on a bare engine, as the store and migrations do.
+
+    So that a database failing there ends in the one-line message, not a traceback.
+    """
+    try:
+        yield
+    except Exception as error:
+        translated = translate(error, url)
+        if translated is None:
+            raise
+        raise translated from error
 
 
 # migrate
@@ -120,10 +164,11 @@ def _url(config: AgentSessionConfig) -> str:
 
 async def _migrate(config: AgentSessionConfig, args: argparse.Namespace) -> int:
     url = _url(config)
-    engine = create_engine(url, pool_size=1)
+    store = _store(config)
+    engine = store.engine
     try:
-        before = await current_revision(engine)
-        applied = await migrate(engine)
+        before = await current_revision(engine, store.tables)
+        applied = await migrate(engine, store.tables)
     finally:
         await engine.dispose()
     head = await asyncio.to_thread(head_revision)
@@ -136,9 +181,10 @@ async def _migrate(config: AgentSessionConfig, args: argparse.Namespace) -> int:
 
 async def _check_migrated(config: AgentSessionConfig) -> None:
     """Refuse to work on a database the migrations have not reached (and change nothing)."""
-    engine = create_engine(_url(config), pool_size=1)
+    store = _store(config)
+    engine = store.engine
     try:
-        revision = await current_revision(engine)
+        revision = await current_revision(engine, store.tables)
     finally:
         await engine.dispose()
     head = await asyncio.to_thread(head_revision)
@@ -239,10 +285,12 @@ class _ProgressBar:
 async def _stats(config: AgentSessionConfig, args: argparse.Namespace) -> int:
     await _check_migrated(config)
     url = _url(config)
-    engine = create_engine(url, pool_size=1)
+    store = _store(config)
+    engine = store.engine
     now = now_ms()
     try:
-        tables, expired, lease = await database_stats(engine, now, LEASE_NAME)
+        async with _database_errors(url):
+            tables, expired, lease = await database_stats(engine, now, LEASE_NAME, store.tables)
     finally:
         await engine.dispose()
     print(f"database: {mask_url(url)}")

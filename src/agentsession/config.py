@@ -22,6 +22,8 @@ __all__ = [
     "CookieConfig",
     "RetentionConfig",
     "ServiceConfig",
+    "check_prefix",
+    "check_schema",
     "config_from_mapping",
     "cookie_config",
     "cookie_environment",
@@ -63,6 +65,10 @@ class ServiceConfig:
     database_url: str | None = field(default=None, repr=False)  # may hold a password
     ttl: int | None = None
     pool_size: int = 10
+    #: Names the SQL tables ``<prefix>sessions`` etc., beside an app's own tables.
+    table_prefix: str = ""
+    #: PostgreSQL only: the schema that holds the tables (created if missing).
+    schema: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,6 +254,12 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
             out["session_service"]["database_url"] = (url, var)
             out["session_service"]["type"] = ("sql", var)
             break
+    for var, key in (
+        ("SESSION_TABLE_PREFIX", "table_prefix"),
+        ("SESSION_DATABASE_SCHEMA", "schema"),
+    ):
+        if (text := get(var)) is not None:
+            out["session_service"][key] = (text.strip(), var)
     if (enabled := get("DATA_RETENTION_ENABLED")) is not None:
         var = "DATA_RETENTION_ENABLED"
         out["data_retention"]["enabled"] = (_env_bool(enabled, var), var)
@@ -280,6 +292,39 @@ def cookie_environment(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     parsers = _SECTIONS["session"]
     raw = _session_overrides(os.environ if env is None else env)
     return {key: parsers[key](value, label) for key, (value, label) in raw.items()}
+
+
+#: The longest table prefix: every name built from it (``fk_<p>feedback_task_id_<p>
+#: chat_tasks`` is the longest) stays within PostgreSQL's 63 and MySQL's 64 characters.
+MAX_PREFIX_LENGTH = 16
+_SQL_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def check_prefix(prefix: object, setting: str = "session_service.table_prefix") -> str:
+    """``prefix`` if it is a usable table-name prefix, else ``ConfigError`` naming ``setting``."""
+    if not isinstance(prefix, str) or (prefix and not _SQL_NAME.fullmatch(prefix)):
+        raise ConfigError(
+            f"{setting}: {prefix!r} is not a table prefix; use lowercase letters, digits "
+            "and underscores, starting with a letter or underscore (e.g. 'agentsession_')"
+        )
+    if len(prefix) > MAX_PREFIX_LENGTH:
+        raise ConfigError(
+            f"{setting}: {prefix!r} is {len(prefix)} characters; the limit is "
+            f"{MAX_PREFIX_LENGTH} (index names built from it must fit the database's limit)"
+        )
+    return prefix
+
+
+def check_schema(schema: object, setting: str = "session_service.schema") -> str | None:
+    """``schema`` if it is None or a plain lowercase identifier, else ``ConfigError``."""
+    if schema is None:
+        return None
+    if not isinstance(schema, str) or not _SQL_NAME.fullmatch(schema) or len(schema) > 63:
+        raise ConfigError(
+            f"{setting}: {schema!r} is not a schema name; use up to 63 lowercase letters, "
+            "digits and underscores, starting with a letter or underscore"
+        )
+    return schema
 
 
 _RETENTION_ENV = {
@@ -465,6 +510,8 @@ _SECTIONS: dict[str, dict[str, _Parser]] = {
         "database_url": lambda v, k: _optional_str(v, k, secret=True),
         "ttl": _nullable_duration,
         "pool_size": _at_least_one,
+        "table_prefix": lambda v, k: check_prefix(v, k),
+        "schema": lambda v, k: check_schema(v, k),
     },
     "data_retention": {
         "enabled": _bool,

@@ -31,6 +31,16 @@ class StoreUnavailable(AgentSessionError):
     """The session store cannot be reached or timed out."""
 
 
+class StoreMisconfigured(StoreUnavailable, ConfigError):
+    """The database refuses the configured URL: no such database, user or privilege.
+
+    A ``ConfigError``, so startup and the command line report it as configuration to
+    fix, and a ``StoreUnavailable``, so a request that meets it (a grant revoked, the
+    database dropped) is answered 503 like an outage instead of failing with a 500.
+    The message names the URL (password masked), the cause and what to change.
+    """
+
+
 class InvalidInput(AgentSessionError, ValueError):
     """A value passed to the service is unusable; ``field`` names which one.
 

@@ -41,6 +41,7 @@ from agentsession.stores.base import (
     SessionRecord,
     Store,
     TaskRecord,
+    Touch,
 )
 
 __all__ = ["RATINGS", "SessionService", "SessionState"]
@@ -86,7 +87,12 @@ class SessionService:
             from agentsession.stores.sql import SqlStore
 
             assert service.database_url is not None  # the config validated it
-            store = SqlStore(service.database_url, pool_size=service.pool_size)
+            store = SqlStore(
+                service.database_url,
+                pool_size=service.pool_size,
+                table_prefix=service.table_prefix,
+                schema=service.schema,
+            )
         else:
             from agentsession.stores.memory import MemoryStore
 
@@ -216,13 +222,17 @@ class SessionService:
         user_message: str | None = None,
         message_bubbles: Any = (),
         task_metadata: Any = None,
+        viewed: bool = False,
     ) -> TaskRecord:
-        """Insert or replace the chat task ``task_id`` in one statement.
+        """Insert or replace the user's chat task ``task_id``, atomically.
 
-        ``message_bubbles`` and ``task_metadata`` are any JSON values. Concurrent saves
-        of one task are safe (the last one wins). Raises ``SessionNotFound`` when the
-        conversation is not the user's, ``IdConflict`` when ``task_id`` belongs to
-        another user or another conversation.
+        ``message_bubbles`` and ``task_metadata`` are any JSON values. Saving is
+        activity: the conversation's TTL slides, and with ``viewed`` it is marked read
+        (``last_viewed_at``), in the same write, so a failure saves nothing. Concurrent
+        saves of one task are safe (the last one wins). Task ids are the user's own:
+        another user's ``task_id`` is never in the way. Raises ``SessionNotFound``
+        when the conversation is not the user's, ``IdConflict`` when the user's
+        ``task_id`` is in another of their conversations.
         """
         now = now_ms()
         record = TaskRecord(
@@ -238,7 +248,9 @@ class SessionService:
             created_time=now,
             updated_time=now,
         )
-        saved = await self._call(self.store.save_task(record))
+        saved = await self._call(
+            self.store.save_task(record, Touch(self._expiry(now), viewed=viewed is True))
+        )
         return _found(saved, session_id)
 
     async def list_tasks(
@@ -565,25 +577,42 @@ def _limit(limit: object) -> int:
     return limit
 
 
+#: The range of a cursor's time: a signed 64-bit integer, what every store's column holds.
+_MIN_KEY, _MAX_KEY = -(2**63), 2**63 - 1
+
+
 def encode_cursor(key: tuple[int, str]) -> str:
     """An opaque page cursor for a sort key."""
     raw = json.dumps([key[0], key[1]], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+#: The longest cursor ``encode_cursor`` makes: the widest time and an id of astral
+#: characters, each escaped as a surrogate pair (12 bytes of JSON per character).
+_MAX_CURSOR: Final = len(encode_cursor((_MIN_KEY, "\U0010ffff" * ID_LENGTH)))
+
+
 def _decode_cursor(cursor: object) -> tuple[int, str] | None:
     if cursor is None or cursor == "":
         return None
     bad = InvalidInput("cursor", "is not a cursor this service returned")
-    if not isinstance(cursor, str) or len(cursor) > 2 * ID_LENGTH:
+    if not isinstance(cursor, str) or len(cursor) > _MAX_CURSOR:
         raise bad
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         time_, id_ = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError):
+    except (binascii.Error, ValueError, TypeError, RecursionError):
         raise bad from None
-    if type(time_) is not int or not isinstance(id_, str) or len(id_) > ID_LENGTH:
+    # Checked as every other input is: a sort key the stores can hold, so a tampered
+    # cursor is a 422 naming ``cursor``, never a database error.
+    if type(time_) is not int or not _MIN_KEY <= time_ <= _MAX_KEY:
         raise bad
+    if not isinstance(id_, str) or not id_ or len(id_) > ID_LENGTH:
+        raise bad
+    try:
+        _check_text(id_, "cursor")
+    except InvalidInput:
+        raise bad from None
     return time_, id_
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "SessionRecord",
     "Store",
     "TaskRecord",
+    "Touch",
 ]
 
 T = TypeVar("T")
@@ -162,6 +163,15 @@ class FeedbackRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Touch:
+    """What saving a task also writes to its conversation, in the same atomic write:
+    the new ``expires_at`` (activity slides the TTL) and, with ``viewed``, the view time."""
+
+    expires_at: int | None
+    viewed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class FeedbackFilter:
     """Which of a user's feedback ``list_feedback`` returns; None means any.
 
@@ -269,14 +279,18 @@ class Store(Protocol):
 
     # Chat tasks
 
-    async def save_task(self, record: TaskRecord) -> TaskRecord | None:
-        """Insert the task, or update the one with ``record.id``, in one statement.
+    async def save_task(self, record: TaskRecord, touch: Touch | None = None) -> TaskRecord | None:
+        """Insert the task, or update the user's task ``record.id``, atomically.
 
         On update, ``user_message``, ``message_bubbles``, ``task_metadata`` and
-        ``updated_time`` are replaced and ``created_time`` is kept. Returns the task
-        as stored, or None when its conversation is missing. Raises
-        ``IdConflict("task_id", id)``, writing nothing, when ``record.id`` belongs to
-        another user's task or to a task of another conversation.
+        ``updated_time`` are replaced and ``created_time`` is kept. With ``touch``, the
+        conversation's ``expires_at`` is set in the same atomic write (and, with
+        ``touch.viewed``, its ``last_viewed_at`` becomes ``record.updated_time``): all
+        of it is written or none. Task ids are per user: another user's task with
+        the same id is neither touched nor seen. Returns the task as stored, or None
+        when its conversation is missing (also when it is deleted meanwhile). Raises
+        ``IdConflict("task_id", id)``, writing nothing, when the user already has a
+        task ``record.id`` in another conversation.
         """
         ...
 
@@ -292,7 +306,8 @@ class Store(Protocol):
         """Add the user's feedback on a task, replacing their earlier one (id included).
 
         None, writing nothing, when the task is not the user's, is not in
-        ``record.session_id``, or that conversation is missing.
+        ``record.session_id``, or that conversation is missing (also when it is
+        deleted meanwhile).
         """
         ...
 

@@ -25,6 +25,7 @@ from agentsession.stores.base import (
     Holder,
     SessionRecord,
     TaskRecord,
+    Touch,
 )
 
 __all__ = ["DEFAULT_MAX_SESSIONS", "MemoryStore"]
@@ -128,8 +129,8 @@ class MemoryStore:
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
         # user id -> that user's conversation ids (an ordered set).
         self._by_user: dict[str, dict[str, None]] = {}
-        # task id -> the id of its conversation (task ids are global).
-        self._task_home: dict[str, str] = {}
+        # (user id, task id) -> the id of its conversation (task ids are per user).
+        self._task_home: dict[tuple[str, str], str] = {}
 
     async def start(self) -> None:
         """Nothing to prepare."""
@@ -177,13 +178,14 @@ class MemoryStore:
         doomed: list[str] = []
         for session_id, conversation in self._conversations.items():
             tasks, feedback = conversation.tasks, conversation.feedback
+            tasks_owner = conversation.record.user_id
             if rule == "chat_tasks":
                 assert cut.tasks is not None
                 old = [key for key, task in tasks.items() if task.updated_time < cut.tasks]
                 count += len(old)
                 if not dry_run and old:
                     for task_id in old:
-                        del tasks[task_id], self._task_home[task_id]
+                        del tasks[task_id], self._task_home[tasks_owner, task_id]
                     gone = set(old)
                     for pair in [pair for pair in feedback if pair[0] in gone]:
                         del feedback[pair]
@@ -251,7 +253,7 @@ class MemoryStore:
         if not owned:
             del self._by_user[user_id]
         for task_id in conversation.tasks:
-            del self._task_home[task_id]
+            del self._task_home[user_id, task_id]
 
     # Conversations
 
@@ -341,18 +343,20 @@ class MemoryStore:
 
     # Chat tasks
 
-    async def save_task(self, record: TaskRecord) -> TaskRecord | None:
-        """Insert or update the task; None if its conversation is missing."""
+    async def save_task(self, record: TaskRecord, touch: Touch | None = None) -> TaskRecord | None:
+        """Insert or update the user's task and touch its conversation; None if missing."""
         # The service passes created_time == updated_time == now.
         self._maintain()
-        conversation = self._live(record.user_id, record.session_id, record.updated_time)
+        now = record.updated_time
+        conversation = self._live(record.user_id, record.session_id, now)
         if conversation is None:
             return None
-        home = self._task_home.get(record.id)
-        if home is not None:
-            existing = self._conversations[home].tasks[record.id]
-            if existing.user_id != record.user_id or existing.session_id != record.session_id:
-                raise IdConflict("task_id", record.id)
+        home = self._task_home.get((record.user_id, record.id))
+        if home is not None and home != record.session_id:
+            raise IdConflict("task_id", record.id)
+        if touch is not None:
+            touched = replace(conversation.record, expires_at=touch.expires_at)
+            conversation.record = replace(touched, last_viewed_at=now) if touch.viewed else touched
         bubbles, metadata = dump_json(record.message_bubbles), dump_json(record.task_metadata)
         task = conversation.tasks.get(record.id)
         if task is None:
@@ -367,7 +371,7 @@ class MemoryStore:
                 updated_time=record.updated_time,
             )
             conversation.tasks[record.id] = task
-            self._task_home[record.id] = record.session_id
+            self._task_home[record.user_id, record.id] = record.session_id
         else:
             task.user_message = record.user_message
             task.message_bubbles = bubbles

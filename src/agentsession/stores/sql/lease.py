@@ -24,17 +24,20 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from agentsession.stores.sql.schema import leases
+from agentsession.stores.sql.schema import DEFAULT_TABLES, Tables
 
 __all__ = ["acquire_statement", "holder_query", "lease_taken", "release_statement"]
 
 
-def acquire_statement(dialect: str, name: str, owner: str, expires_at: int, now: int) -> Executable:
+def acquire_statement(
+    dialect: str, name: str, owner: str, expires_at: int, now: int, tables: Tables = DEFAULT_TABLES
+) -> Executable:
     """The one statement that takes or renews lease ``name`` for ``owner`` until ``expires_at``.
 
     It succeeds when there is no row, the row expired at ``now``, or ``owner`` holds it;
     ``lease_taken`` reads the outcome from its result.
     """
+    leases = tables.leases
     values = {"name": name, "owner": owner, "expires_at": expires_at}
     if dialect == "mysql":
         insert = mysql_dialect.insert(leases).values(values)
@@ -71,13 +74,17 @@ def lease_taken(dialect: str, rows: Sequence[Any], last_insert_id: int | None) -
     return bool(rows)
 
 
-def release_statement(name: str, owner: str, now: int) -> Executable:
+def release_statement(
+    name: str, owner: str, now: int, tables: Tables = DEFAULT_TABLES
+) -> Executable:
     """Let go of the lease if ``owner`` still holds it (it expires at ``now``)."""
+    leases = tables.leases
     return (
         update(leases).where(leases.c.name == name, leases.c.owner == owner).values(expires_at=now)
     )
 
 
-def holder_query(name: str) -> Executable:
+def holder_query(name: str, tables: Tables = DEFAULT_TABLES) -> Executable:
     """The lease row's ``owner`` and ``expires_at`` (for messages and ``stats``)."""
+    leases = tables.leases
     return select(leases.c.owner, leases.c.expires_at).where(leases.c.name == name)

@@ -5,8 +5,13 @@ fresh database: each first checks the version table (one query, no lock), and on
 if it is behind takes a cross-process lock, checks again and upgrades. The lock is a
 PostgreSQL transaction-level advisory lock, MySQL/MariaDB ``GET_LOCK``, or for SQLite
 an ``flock`` on ``<dbfile>.migrate.lock``. The version table is
-``agentsession_alembic_version``, so the host app's own Alembic (``alembic_version``)
-is never touched.
+``<prefix>agentsession_alembic_version``, so the host app's own Alembic
+(``alembic_version``) is never touched.
+
+With a table prefix or a PostgreSQL schema (``schema.tables``) every table, index,
+constraint and the version table carry them; the schema is created if missing. A
+first migration that finds a table of its names already there (the app's own
+``sessions``, say) stops with a ``ConfigError`` naming the table and the setting.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from agentsession.errors import StoreUnavailable
+from agentsession.errors import ConfigError, StoreUnavailable
 from agentsession.stores.sql.engine import dialect_of, mask_url
+from agentsession.stores.sql.errors import translate
+from agentsession.stores.sql.schema import DEFAULT_TABLES, Tables
 
 __all__ = [
     "LOCK_TIMEOUT",
@@ -42,8 +49,8 @@ __all__ = [
     "migrate",
 ]
 
-#: Alembic's version table for this package's migrations.
-VERSION_TABLE = "agentsession_alembic_version"
+#: Alembic's version table for this package's migrations (without a table prefix).
+VERSION_TABLE = DEFAULT_TABLES.version_table
 #: The migration scripts, as a package resource (works from a wheel or a checkout).
 SCRIPT_LOCATION = "agentsession.stores.sql:migrations"
 #: Seconds a process waits for another one's migration before giving up.
@@ -56,13 +63,15 @@ _MYSQL_LOCK_NAME = "agentsession_migrate"
 _FILE_LOCK_POLL = 0.05
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None, tables: Tables = DEFAULT_TABLES) -> Config:
     """A programmatic Alembic ``Config`` (no ini file) for the package's migrations.
 
-    ``connection`` is handed to ``env.py``, which runs the migrations on it.
+    ``connection`` is handed to ``env.py``, which runs the migrations on it, for the
+    table set ``tables`` (its prefix and schema).
     """
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
+    config.attributes["tables"] = tables
     if connection is not None:
         config.attributes["connection"] = connection
     return config
@@ -77,48 +86,51 @@ def head_revision() -> str:
     return head
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def current_revision(engine: AsyncEngine, tables: Tables = DEFAULT_TABLES) -> str | None:
     """The revision the database is at; ``None`` if never migrated."""
     async with _store_errors(engine), engine.connect() as conn:
-        return await conn.run_sync(_current_revision)
+        return await conn.run_sync(_current_revision, tables)
 
 
-async def migrate(engine: AsyncEngine) -> bool:
+async def migrate(engine: AsyncEngine, tables: Tables = DEFAULT_TABLES) -> bool:
     """Upgrade the database to head; ``True`` if this call applied anything.
 
     Safe to call from many processes at once: the migration runs exactly once and
     every caller returns when the schema is at head. ``StoreUnavailable`` if the
     database cannot be reached (or another process's migration holds the lock for
-    longer than ``LOCK_TIMEOUT``).
+    longer than ``LOCK_TIMEOUT``); ``StoreMisconfigured`` (also a ``ConfigError``) if
+    the database, the user or a privilege the migration needs is missing, and
+    ``ConfigError`` if a table it would create is already there and not its own.
     """
     # Reading the scripts is file I/O: keep it off the event loop.
     head = await asyncio.to_thread(head_revision)
     async with _store_errors(engine), engine.connect() as conn:
-        if await _at_head(conn, head):
+        if await _at_head(conn, head, tables):
             return False
         dialect = dialect_of(engine.url)
         if dialect == "postgresql":
-            return await _migrate_postgresql(conn)
+            return await _migrate_postgresql(conn, tables)
         if dialect == "mysql":
-            return await _migrate_mysql(conn)
-        return await _migrate_sqlite(conn, engine.url.database)
+            return await _migrate_mysql(conn, tables)
+        return await _migrate_sqlite(conn, engine.url.database, tables)
 
 
-async def _at_head(conn: AsyncConnection, head: str) -> bool:
+async def _at_head(conn: AsyncConnection, head: str, tables: Tables) -> bool:
     """The fast path: does the version table already hold exactly ``head``?"""
+    where = f"{tables.schema}." if tables.schema else ""
     try:
-        result = await conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+        result = await conn.execute(text(f"SELECT version_num FROM {where}{tables.version_table}"))
         versions = set(result.scalars())
     except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise
+        if exc.connection_invalidated or translate(exc, conn.engine.url) is not None:
+            raise  # gone, timed out or refused (no SELECT privilege): not a missing table
         # Most likely no version table yet; the locked path finds out properly.
         versions = set()
     await conn.rollback()
     return versions == {head}
 
 
-async def _migrate_postgresql(conn: AsyncConnection) -> bool:
+async def _migrate_postgresql(conn: AsyncConnection, tables: Tables) -> bool:
     # A transaction (the engine's connections autocommit), READ COMMITTED whatever
     # the server default: the check after the lock must see what the process that
     # held it committed.
@@ -135,12 +147,14 @@ async def _migrate_postgresql(conn: AsyncConnection) -> bool:
     # PostgreSQL DDL is transactional: the whole upgrade commits (and the lock is
     # released) at once. lock_timeout also bounds the revision's own lock waits, so
     # an ALTER stuck behind a long transaction fails instead of stalling the table.
-    applied = await _run_upgrade(conn)
+    if tables.schema:
+        await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{tables.schema}"'))
+    applied = await _run_upgrade(conn, tables)
     await conn.commit()
     return applied
 
 
-async def _migrate_mysql(conn: AsyncConnection) -> bool:
+async def _migrate_mysql(conn: AsyncConnection, tables: Tables) -> bool:
     # Out of autocommit, so a revision's data changes commit together with its
     # version row (MySQL DDL commits implicitly regardless).
     await conn.execution_options(isolation_level="READ COMMITTED")
@@ -152,7 +166,7 @@ async def _migrate_mysql(conn: AsyncConnection) -> bool:
         raise TimeoutError(f"waited {LOCK_TIMEOUT}s for another migration")
     try:
         # MySQL DDL commits implicitly: the lock, not a transaction, keeps others out.
-        applied = await _run_upgrade(conn)
+        applied = await _run_upgrade(conn, tables)
         await conn.commit()
     finally:
         # The lock belongs to the server session, which goes back to the pool: free it.
@@ -166,13 +180,13 @@ async def _migrate_mysql(conn: AsyncConnection) -> bool:
     return applied
 
 
-async def _migrate_sqlite(conn: AsyncConnection, database: str | None) -> bool:
+async def _migrate_sqlite(conn: AsyncConnection, database: str | None, tables: Tables) -> bool:
     if database in (None, "", ":memory:"):
-        return await _upgrade_sqlite(conn)
+        return await _upgrade_sqlite(conn, tables)
     fd = await _lock_file(f"{database}.migrate.lock")
     try:
         await enable_wal(conn)
-        return await _upgrade_sqlite(conn)
+        return await _upgrade_sqlite(conn, tables)
     finally:
         _unlock_file(fd)
 
@@ -197,20 +211,30 @@ async def enable_wal(conn: AsyncConnection) -> None:
         raise StoreUnavailable(f"SQLite refused WAL mode (journal_mode is {mode!r})")
 
 
-async def _upgrade_sqlite(conn: AsyncConnection) -> bool:
+async def _upgrade_sqlite(conn: AsyncConnection, tables: Tables) -> bool:
     # Neither autocommit nor pysqlite's implicit transactions cover DDL; an explicit
     # one makes the upgrade all-or-nothing, so a crash halfway never leaves tables
     # without a version row. IMMEDIATE: take the write lock now, not halfway.
-    # (A future revision that must rebuild a table with foreign keys off has to run
-    # outside this transaction: PRAGMA foreign_keys is a no-op inside one.)
-    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Foreign keys are off meanwhile (SQLite's own recipe for rebuilding a table:
+    # dropping a parent table would otherwise cascade into its children; the pragma
+    # is a no-op inside a transaction, so it goes first) and are checked before COMMIT.
+    await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
     try:
-        applied = await _run_upgrade(conn)
-    except BaseException:
-        # The pool sends no ROLLBACK for an autocommit connection: end ours here.
-        await conn.exec_driver_sql("ROLLBACK")
-        raise
-    await conn.exec_driver_sql("COMMIT")
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            applied = await _run_upgrade(conn, tables)
+            broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).fetchall()
+            if broken:
+                raise RuntimeError(
+                    f"the migration would leave rows without their parent: {broken[:5]}"
+                )
+        except BaseException:
+            # The pool sends no ROLLBACK for an autocommit connection: end ours here.
+            await conn.exec_driver_sql("ROLLBACK")
+            raise
+        await conn.exec_driver_sql("COMMIT")
+    finally:
+        await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
     return applied
 
 
@@ -222,30 +246,52 @@ class _UpgradeFailed(Exception):
         self.error = error
 
 
-async def _run_upgrade(conn: AsyncConnection) -> bool:
+async def _run_upgrade(conn: AsyncConnection, tables: Tables) -> bool:
     # A statement of a revision failing (say, a table that is already there) is a
     # bug or a hand-made table, not an unreachable database: the caller sees it as
-    # it is. Losing the connection halfway is still StoreUnavailable.
+    # it is. Losing the connection halfway, a timeout, or a privilege the user lacks
+    # (CREATE on the schema) is still translated: StoreUnavailable, StoreMisconfigured.
     try:
-        return await conn.run_sync(_upgrade)
+        return await conn.run_sync(_upgrade, tables)
     except DBAPIError as exc:
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or translate(exc, conn.engine.url) is not None:
             raise
         raise _UpgradeFailed(exc) from exc
 
 
-def _current_revision(connection: Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+def _version_context(connection: Connection, tables: Tables) -> MigrationContext:
+    opts = {"version_table": tables.version_table, "version_table_schema": tables.schema}
+    return MigrationContext.configure(connection, opts=opts)
 
 
-def _upgrade(connection: Connection) -> bool:
+def _current_revision(connection: Connection, tables: Tables) -> str | None:
+    return _version_context(connection, tables).get_current_revision()
+
+
+def _upgrade(connection: Connection, tables: Tables) -> bool:
     """Under the lock: check again, then upgrade on ``connection`` (caller commits)."""
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    if set(context.get_current_heads()) == {head_revision()}:
+    heads = set(_version_context(connection, tables).get_current_heads())
+    if heads == {head_revision()}:
         return False
-    command.upgrade(alembic_config(connection), "head")
+    if not heads:
+        _refuse_clashes(connection, tables)
+    command.upgrade(alembic_config(connection, tables), "head")
     return True
+
+
+def _refuse_clashes(connection: Connection, tables: Tables) -> None:
+    """Before the first migration: none of the tables it creates may exist already."""
+    existing = set(inspect(connection).get_table_names(schema=tables.schema))
+    for name in tables.names:
+        if name in existing:
+            where = f"schema {tables.schema!r} of " if tables.schema else ""
+            raise ConfigError(
+                f"session_service.table_prefix: a table {name!r} already exists in "
+                f"{where}{mask_url(connection.engine.url)} and is not agentsession's (there "
+                f"is no {tables.version_table}); set session_service.table_prefix "
+                "(SESSION_TABLE_PREFIX), e.g. 'agentsession_', or on PostgreSQL "
+                "session_service.schema, so that agentsession's tables live beside it"
+            )
 
 
 async def _lock_file(path: str) -> int:
@@ -316,21 +362,19 @@ else:
 
 @asynccontextmanager
 async def _store_errors(engine: AsyncEngine) -> AsyncIterator[None]:
-    """Turn "cannot reach the database" into ``StoreUnavailable`` (password masked)."""
+    """Raise database failures as ``translate`` classifies them, as the store's calls do.
+
+    Misconfiguration (no such database, user or privilege) becomes ``StoreMisconfigured``,
+    an outage ``StoreUnavailable`` (also a lock file that cannot be used, or the wait for
+    another process's migration timing out); a revision's own failing statement and
+    anything unclassified go up as they are.
+    """
     try:
         yield
     except _UpgradeFailed as failed:
         raise failed.error from None
-    except (OperationalError, InterfaceError) as exc:
-        raise _unavailable(engine, exc.orig) from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise _unavailable(engine, exc.orig) from exc
-        raise
-    except OSError as exc:  # refused, unreachable, timed out, lock file unusable
-        raise _unavailable(engine, exc) from exc
-
-
-def _unavailable(engine: AsyncEngine, cause: BaseException | None) -> StoreUnavailable:
-    detail = f"{type(cause).__name__}: {cause}" if cause is not None else "unknown error"
-    return StoreUnavailable(f"the session database {mask_url(engine.url)} is unavailable: {detail}")
+    except Exception as exc:
+        translated = translate(exc, engine.url)
+        if translated is None:
+            raise
+        raise translated from exc

@@ -8,7 +8,9 @@ n)``. MySQL cannot LIMIT such a subquery: there a batch reads the key of the n-t
 row (one row), then deletes ``WHERE key BETWEEN ... LIMIT n``. Every DELETE re-checks
 the rule, so a row made young meanwhile stays. Deleting a conversation deletes its
 tasks and feedback, and a task its feedback (ON DELETE CASCADE); those are not
-counted again.
+counted again. A task's key is ``(id, user_id)``: a batch deletes by ``id`` and
+re-checks the rule on every row, so a same-id task of another user goes only if it
+is old too (it would be in a later batch anyway).
 
 Idle conversations are the exception: whether one is idle depends on its tasks,
 which no index of ``sessions`` can answer, and a planner that cannot estimate how
@@ -39,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import NamedFromClause
 
 from agentsession.stores.base import RULES, Cutoffs
-from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
+from agentsession.stores.sql.schema import Tables
 
 __all__ = [
     "RULES",
@@ -54,8 +56,8 @@ __all__ = [
 ]
 
 
-def _table(rule: str) -> Table:
-    return {"chat_tasks": chat_tasks, "feedback": feedback}.get(rule, sessions)
+def _table(t: Tables, rule: str) -> Table:
+    return {"chat_tasks": t.chat_tasks, "feedback": t.feedback}.get(rule, t.sessions)
 
 
 def _key(rule: str, table: NamedFromClause) -> ColumnElement[int]:
@@ -66,7 +68,7 @@ def _key(rule: str, table: NamedFromClause) -> ColumnElement[int]:
 
 
 def _old(
-    rule: str, table: NamedFromClause, cut: Cutoffs, *, recheck: bool = False
+    t: Tables, rule: str, table: NamedFromClause, cut: Cutoffs, *, recheck: bool = False
 ) -> ColumnElement[bool]:
     """The rule's condition on a row of ``table`` (the rule's table or an alias of it).
 
@@ -100,7 +102,7 @@ def _old(
     active_since = cut.idle if cut.tasks is None else max(cut.idle, cut.tasks)
     recent_task = (
         select(literal(1))
-        .where(chat_tasks.c.session_id == c.id, chat_tasks.c.updated_time + 0 >= active_since)
+        .where(t.chat_tasks.c.session_id == c.id, t.chat_tasks.c.updated_time + 0 >= active_since)
         .limit(1)
         .scalar_subquery()
     )
@@ -112,7 +114,7 @@ def _old(
     )
 
 
-def idle_window(cut: Cutoffs, after: tuple[int, str] | None, limit: int) -> Select[Any]:
+def idle_window(t: Tables, cut: Cutoffs, after: tuple[int, str] | None, limit: int) -> Select[Any]:
     """The next ``limit`` idle-rule candidates after ``after``: ``(id, updated_time)``.
 
     Candidates are conversations not updated since the idle cutoff, in
@@ -120,27 +122,27 @@ def idle_window(cut: Cutoffs, after: tuple[int, str] | None, limit: int) -> Sele
     holds the primary key too. ``delete_ids`` then deletes the idle ones.
     """
     assert cut.idle is not None
-    key = sessions.c.updated_time
+    key = t.sessions.c.updated_time
     condition: ColumnElement[bool] = key < cut.idle
     if after is not None:
         # Spelled out (not a row comparison), so that MySQL ranges over the index too.
-        later = or_(key > after[0], and_(key == after[0], sessions.c.id > after[1]))
+        later = or_(key > after[0], and_(key == after[0], t.sessions.c.id > after[1]))
         condition = and_(key >= after[0], later, condition)
-    return select(sessions.c.id, key).where(condition).order_by(key, sessions.c.id).limit(limit)
+    return select(t.sessions.c.id, key).where(condition).order_by(key, t.sessions.c.id).limit(limit)
 
 
-def select_batch(rule: str, cut: Cutoffs, after: int | None, limit: int) -> Select[Any]:
+def select_batch(t: Tables, rule: str, cut: Cutoffs, after: int | None, limit: int) -> Select[Any]:
     """The next ``limit`` old rows of ``rule``, oldest first: ``(id, key)``."""
-    table = _table(rule).alias("batch")
+    table = _table(t, rule).alias("batch")
     key = _key(rule, table)
-    condition = _old(rule, table, cut)
+    condition = _old(t, rule, table, cut)
     if after is not None:
         condition = and_(key >= after, condition)
     return select(table.c.id, key).where(condition).order_by(key).limit(limit)
 
 
 def delete_batch(
-    dialect: str, rule: str, cut: Cutoffs, after: int | None, limit: int
+    t: Tables, dialect: str, rule: str, cut: Cutoffs, after: int | None, limit: int
 ) -> Executable:
     """PostgreSQL and SQLite: delete the next batch in one statement.
 
@@ -149,11 +151,11 @@ def delete_batch(
     computed once, then each id is a primary-key lookup (with ``IN (SELECT ...)`` the
     planner may hash-join against a scan of the whole table). SQLite returns the keys.
     """
-    table = _table(rule)
+    table = _table(t, rule)
     key = _key(rule, table)
-    batch = select_batch(rule, cut, after, limit)
+    batch = select_batch(t, rule, cut, after, limit)
     ids = batch.with_only_columns(batch.selected_columns[0])
-    recheck = _old(rule, table, cut, recheck=True)
+    recheck = _old(t, rule, table, cut, recheck=True)
     if dialect != "postgresql":
         return delete(table).where(table.c.id.in_(ids), recheck).returning(key)
     chosen = table.c.id == any_(func.array(ids.scalar_subquery()))
@@ -161,34 +163,38 @@ def delete_batch(
     return select(func.count(), func.max(gone.c.key))
 
 
-def boundary_query(rule: str, cut: Cutoffs, after: int | None, limit: int) -> Select[Any]:
+def boundary_query(
+    t: Tables, rule: str, cut: Cutoffs, after: int | None, limit: int
+) -> Select[Any]:
     """MySQL: the key of the ``limit``-th old row from ``after`` on (none: fewer are left).
 
     One row read from the key index, so a batch never brings its ids to the client.
     """
-    batch = select_batch(rule, cut, after, limit)
+    batch = select_batch(t, rule, cut, after, limit)
     key = batch.selected_columns[1]
     return batch.with_only_columns(key).offset(limit - 1).limit(1)
 
 
-def delete_range(rule: str, cut: Cutoffs, after: int | None, upto: int, limit: int) -> Executable:
+def delete_range(
+    t: Tables, rule: str, cut: Cutoffs, after: int | None, upto: int, limit: int
+) -> Executable:
     """MySQL: delete at most ``limit`` old rows with ``after <= key <= upto``.
 
     Both ends of the range are given, so the optimizer reads the key index over the
     batch alone (an open-ended range may get a full scan, which waits for every row
     lock the app holds).
     """
-    table = _table(rule)
+    table = _table(t, rule)
     key = _key(rule, table)
     bounds = key <= upto if after is None else key.between(after, upto)
     return (
         delete(table)
-        .where(bounds, _old(rule, table, cut, recheck=True))
+        .where(bounds, _old(t, rule, table, cut, recheck=True))
         .with_dialect_options(mysql_limit=limit)
     )
 
 
-def delete_ids(rule: str, cut: Cutoffs, rows: Sequence[Any]) -> Executable:
+def delete_ids(t: Tables, rule: str, cut: Cutoffs, rows: Sequence[Any]) -> Executable:
     """Delete those of the ``(id, key)`` rows (from ``select_batch`` or ``idle_window``)
     that the rule still finds old: MySQL's last (short) batch, and every idle batch.
 
@@ -196,7 +202,7 @@ def delete_ids(rule: str, cut: Cutoffs, rows: Sequence[Any]) -> Executable:
     MariaDB may pick a full table scan over many primary-key lookups once the table
     is small.
     """
-    table = _table(rule)
+    table = _table(t, rule)
     key = _key(rule, table)
     keys = [int(row[1]) for row in rows]
     return (
@@ -204,22 +210,24 @@ def delete_ids(rule: str, cut: Cutoffs, rows: Sequence[Any]) -> Executable:
         .where(
             table.c.id.in_([row[0] for row in rows]),
             key.between(min(keys), max(keys)),
-            _old(rule, table, cut, recheck=True),
+            _old(t, rule, table, cut, recheck=True),
         )
         .with_dialect_options(mysql_limit=len(rows))
     )
 
 
-def count_query(rule: str, cut: Cutoffs) -> Select[Any]:
+def count_query(t: Tables, rule: str, cut: Cutoffs) -> Select[Any]:
     """How many rows ``rule`` would delete, running after the rules before it (dry run).
 
     Rules before it change nothing it looks at, except that old tasks take their
     feedback along: the feedback rule counts only feedback whose task stays.
     """
-    table = _table(rule)
-    query = select(func.count()).select_from(table).where(_old(rule, table, cut))
+    table = _table(t, rule)
+    query = select(func.count()).select_from(table).where(_old(t, rule, table, cut))
     if rule == "feedback" and cut.tasks is not None:
-        query = query.join(chat_tasks, chat_tasks.c.id == feedback.c.task_id).where(
-            chat_tasks.c.updated_time >= cut.tasks
+        task = and_(
+            t.chat_tasks.c.id == t.feedback.c.task_id,
+            t.chat_tasks.c.user_id == t.feedback.c.user_id,
         )
+        query = query.join(t.chat_tasks, task).where(t.chat_tasks.c.updated_time >= cut.tasks)
     return query

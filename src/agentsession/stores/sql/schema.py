@@ -8,19 +8,29 @@ conversations): the "C" collation on PostgreSQL, and on MySQL InnoDB tables in
 utf8mb4 with a binary collation that does not pad (the migration picks
 ``utf8mb4_nopad_bin`` on MariaDB, ``utf8mb4_0900_bin`` on MySQL 8).
 The Alembic migrations in ``migrations/`` create exactly these tables.
+
+``tables(prefix, schema)`` builds them under a name prefix (and, on PostgreSQL, in a
+schema), so the package lives beside an app's own tables
+(``session_service.table_prefix`` / ``schema``); the module-level names are the
+default set: ``sessions``, ``chat_tasks``, ``feedback``, ``agentsession_leases``.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -29,23 +39,20 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql
 
 from agentsession.common import ID_LENGTH, NAME_LENGTH
+from agentsession.config import check_prefix, check_schema
 
 __all__ = [
+    "DEFAULT_TABLES",
+    "Tables",
     "chat_tasks",
     "feedback",
     "leases",
     "metadata",
     "sessions",
+    "tables",
+    "tables_from",
 ]
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
 
 _MYSQL: dict[str, Any] = {
     "mysql_engine": "InnoDB",
@@ -64,72 +71,133 @@ def _id(name: str, *args: object, **kwargs: object) -> Column[str]:
     return Column(name, _ID_TYPE, *args, **kwargs)  # type: ignore[arg-type]
 
 
-sessions = Table(
-    "sessions",
-    metadata,
-    _id("id", primary_key=True),
-    _id("user_id", nullable=False),
-    _id("client_id"),
-    Column("name", String(NAME_LENGTH)),
-    _id("agent_id"),
-    Column("state", _LONG_TEXT, nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("created_time", BigInteger, nullable=False),
-    Column("updated_time", BigInteger, nullable=False),
-    Column("last_viewed_at", BigInteger),
-    Column("expires_at", BigInteger),
-    Index("ix_sessions_updated_time", "updated_time"),
-    Index("ix_sessions_expires_at", "expires_at"),
-    **_MYSQL,
-)
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """One set of the package's tables: its ``MetaData``, the four tables, and the name
+    of the Alembic version table that records their revision."""
 
-# The listing index: one user's conversations, newest first, ties by id.
-Index(
-    "ix_sessions_user_id_updated_time_id",
-    sessions.c.user_id,
-    sessions.c.updated_time.desc(),
-    sessions.c.id,
-)
+    prefix: str
+    schema: str | None
+    metadata: MetaData
+    sessions: Table
+    chat_tasks: Table
+    feedback: Table
+    leases: Table
+    version_table: str
 
-chat_tasks = Table(
-    "chat_tasks",
-    metadata,
-    _id("id", primary_key=True),
-    _id("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
-    _id("user_id", nullable=False),
-    Column("user_message", _LONG_TEXT),
-    Column("message_bubbles", _LONG_TEXT, nullable=False),
-    Column("task_metadata", _LONG_TEXT),
-    Column("created_time", BigInteger, nullable=False),
-    Column("updated_time", BigInteger, nullable=False),
-    Index("ix_chat_tasks_session_id_created_time_id", "session_id", "created_time", "id"),
-    Index("ix_chat_tasks_created_time", "created_time"),
-    Index("ix_chat_tasks_updated_time", "updated_time"),
-    **_MYSQL,
-)
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The tables' names (without the schema), parents first."""
+        return tuple(t.name for t in (self.sessions, self.chat_tasks, self.feedback, self.leases))
 
-feedback = Table(
-    "feedback",
-    metadata,
-    _id("id", primary_key=True),
-    _id("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
-    _id("task_id", ForeignKey("chat_tasks.id", ondelete="CASCADE"), nullable=False),
-    _id("user_id", nullable=False),
-    Column("rating", String(8), nullable=False),
-    Column("comment", _LONG_TEXT),
-    Column("created_time", BigInteger, nullable=False),
-    UniqueConstraint("task_id", "user_id"),
-    Index("ix_feedback_created_time", "created_time"),
-    Index("ix_feedback_user_id_created_time_id", "user_id", "created_time", "id"),
-    Index("ix_feedback_session_id", "session_id"),
-    **_MYSQL,
-)
 
-leases = Table(
-    "agentsession_leases",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("owner", String(ID_LENGTH), nullable=False),
-    Column("expires_at", BigInteger, nullable=False),
-    **_MYSQL,
-)
+@functools.cache
+def tables(prefix: str = "", schema: str | None = None) -> Tables:
+    """The package's tables named ``<prefix>sessions`` etc., in ``schema`` (PostgreSQL)."""
+    p = check_prefix(prefix)
+    metadata = MetaData(
+        schema=check_schema(schema),
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        },
+    )
+    sessions = Table(
+        f"{p}sessions",
+        metadata,
+        _id("id", primary_key=True),
+        _id("user_id", nullable=False),
+        _id("client_id"),
+        Column("name", String(NAME_LENGTH)),
+        _id("agent_id"),
+        Column("state", _LONG_TEXT, nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("created_time", BigInteger, nullable=False),
+        Column("updated_time", BigInteger, nullable=False),
+        Column("last_viewed_at", BigInteger),
+        Column("expires_at", BigInteger),
+        Index(f"ix_{p}sessions_updated_time", "updated_time"),
+        Index(f"ix_{p}sessions_expires_at", "expires_at"),
+        **_MYSQL,
+    )
+    # The listing index: one user's conversations, newest first, ties by id.
+    Index(
+        f"ix_{p}sessions_user_id_updated_time_id",
+        sessions.c.user_id,
+        sessions.c.updated_time.desc(),
+        sessions.c.id,
+    )
+    # A task id is the user's own: the key is (id, user_id), so one user's choice of id
+    # is never refused because of, and never reveals, another user's tasks.
+    chat_tasks = Table(
+        f"{p}chat_tasks",
+        metadata,
+        _id("id", nullable=False),
+        _id("session_id", ForeignKey(sessions.c.id, ondelete="CASCADE"), nullable=False),
+        _id("user_id", nullable=False),
+        Column("user_message", _LONG_TEXT),
+        Column("message_bubbles", _LONG_TEXT, nullable=False),
+        Column("task_metadata", _LONG_TEXT),
+        Column("created_time", BigInteger, nullable=False),
+        Column("updated_time", BigInteger, nullable=False),
+        Index(f"ix_{p}chat_tasks_session_id_created_time_id", "session_id", "created_time", "id"),
+        Index(f"ix_{p}chat_tasks_created_time", "created_time"),
+        Index(f"ix_{p}chat_tasks_updated_time", "updated_time"),
+        PrimaryKeyConstraint("id", "user_id"),
+        **_MYSQL,
+    )
+    feedback = Table(
+        f"{p}feedback",
+        metadata,
+        _id("id", primary_key=True),
+        _id("session_id", ForeignKey(sessions.c.id, ondelete="CASCADE"), nullable=False),
+        _id("task_id", nullable=False),
+        _id("user_id", nullable=False),
+        Column("rating", String(8), nullable=False),
+        Column("comment", _LONG_TEXT),
+        Column("created_time", BigInteger, nullable=False),
+        ForeignKeyConstraint(
+            ["task_id", "user_id"], [chat_tasks.c.id, chat_tasks.c.user_id], ondelete="CASCADE"
+        ),
+        UniqueConstraint("task_id", "user_id"),
+        Index(f"ix_{p}feedback_created_time", "created_time"),
+        Index(f"ix_{p}feedback_user_id_created_time_id", "user_id", "created_time", "id"),
+        Index(f"ix_{p}feedback_session_id", "session_id"),
+        **_MYSQL,
+    )
+    leases = Table(
+        f"{p}agentsession_leases",
+        metadata,
+        Column("name", String(64), primary_key=True),
+        Column("owner", String(ID_LENGTH), nullable=False),
+        Column("expires_at", BigInteger, nullable=False),
+        **_MYSQL,
+    )
+    return Tables(
+        p,
+        schema,
+        metadata,
+        sessions,
+        chat_tasks,
+        feedback,
+        leases,
+        f"{p}agentsession_alembic_version",
+    )
+
+
+def tables_from(attributes: Mapping[str, Any]) -> Tables:
+    """The set a migration runs on: ``attributes["tables"]`` of its Alembic ``Config``
+    (put there by ``migrate``), else the default set."""
+    found = attributes.get("tables")
+    return found if isinstance(found, Tables) else DEFAULT_TABLES
+
+
+#: The default set (no prefix, the default schema).
+DEFAULT_TABLES = tables()
+metadata = DEFAULT_TABLES.metadata
+sessions = DEFAULT_TABLES.sessions
+chat_tasks = DEFAULT_TABLES.chat_tasks
+feedback = DEFAULT_TABLES.feedback
+leases = DEFAULT_TABLES.leases

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentsession.stores.base import Holder
 from agentsession.stores.sql.lease import holder_query
-from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
+from agentsession.stores.sql.schema import DEFAULT_TABLES, Tables
 
 __all__ = ["TableStats", "database_stats"]
 
@@ -25,11 +25,12 @@ class TableStats:
 
 
 async def database_stats(
-    engine: AsyncEngine, now: int, lease_name: str
+    engine: AsyncEngine, now: int, lease_name: str, tables: Tables = DEFAULT_TABLES
 ) -> tuple[list[TableStats], int, Holder | None]:
     """Per table counts, the conversations expired at ``now``, and the lease's holder."""
+    sessions, chat_tasks, feedback = tables.sessions, tables.chat_tasks, tables.feedback
     async with engine.connect() as connection:
-        tables = []
+        found = []
         for table, column in (
             (sessions, sessions.c.updated_time),
             (chat_tasks, chat_tasks.c.updated_time),
@@ -38,7 +39,7 @@ async def database_stats(
             count, oldest = (
                 await connection.execute(select(func.count(), func.min(column)).select_from(table))
             ).one()
-            tables.append(
+            found.append(
                 TableStats(
                     table.name, column.name, int(count), None if oldest is None else int(oldest)
                 )
@@ -46,6 +47,6 @@ async def database_stats(
         expired = await connection.scalar(
             select(func.count()).select_from(sessions).where(sessions.c.expires_at <= now)
         )
-        row = (await connection.execute(holder_query(lease_name))).first()
+        row = (await connection.execute(holder_query(lease_name, tables))).first()
     holder = None if row is None else Holder(row[0], int(row[1]))
-    return tables, int(expired or 0), holder
+    return found, int(expired or 0), holder

@@ -12,8 +12,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from agentsession.stores.sql.migrate import VERSION_TABLE
-from agentsession.stores.sql.schema import metadata
+from agentsession.stores.sql.schema import tables_from
 
 
 def _run() -> None:
@@ -26,10 +25,13 @@ def _run() -> None:
             "run them with agentsession.stores.sql.migrate.migrate(engine) or "
             "`agentsession migrate`"
         )
+    # The table set ``migrate`` put in the config (prefix and schema), else the default.
+    target = tables_from(context.config.attributes)
     context.configure(
         connection=connection,
-        target_metadata=metadata,
-        version_table=VERSION_TABLE,
+        target_metadata=target.metadata,
+        version_table=target.version_table,
+        version_table_schema=target.schema,
         compare_type=True,
     )
     with context.begin_transaction():

@@ -5,10 +5,12 @@ Revises:
 Create Date: 2025-01-01
 
 Written out in full, with every constraint named, so it stays what it is however
-``schema.py`` changes later. On MySQL/MariaDB the tables are InnoDB, utf8mb4 with a
-binary collation that does not pad (ids compare byte for byte, trailing spaces
-included), and the JSON text columns are LONGTEXT. On PostgreSQL the id columns use
-the "C" collation, for the same byte-for-byte order whatever the database locale.
+``schema.py`` changes later. Every name carries the configured table prefix, and on
+PostgreSQL the tables go in the configured schema (``schema.tables_from``). On
+MySQL/MariaDB the tables are InnoDB, utf8mb4 with a binary collation that does not
+pad (ids compare byte for byte, trailing spaces included), and the JSON text columns
+are LONGTEXT. On PostgreSQL the id columns use the "C" collation, for the same
+byte-for-byte order whatever the database locale.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import mysql, postgresql
+
+from agentsession.stores.sql.schema import tables_from
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -59,9 +63,12 @@ def _long_text() -> sa.types.TypeEngine[str]:
 
 
 def upgrade() -> None:
+    target = tables_from(context.config.attributes)
+    p, schema = target.prefix, target.schema
+    at = f"{schema}." if schema else ""
     mysql_options = _mysql_options()
     op.create_table(
-        "sessions",
+        f"{p}sessions",
         sa.Column("id", _id_type(), nullable=False),
         sa.Column("user_id", _id_type(), nullable=False),
         sa.Column("client_id", _id_type(), nullable=True),
@@ -73,20 +80,22 @@ def upgrade() -> None:
         sa.Column("updated_time", sa.BigInteger(), nullable=False),
         sa.Column("last_viewed_at", sa.BigInteger(), nullable=True),
         sa.Column("expires_at", sa.BigInteger(), nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_sessions"),
+        sa.PrimaryKeyConstraint("id", name=f"pk_{p}sessions"),
+        schema=schema,
         **mysql_options,
     )
-    op.create_index("ix_sessions_updated_time", "sessions", ["updated_time"])
-    op.create_index("ix_sessions_expires_at", "sessions", ["expires_at"])
+    op.create_index(f"ix_{p}sessions_updated_time", f"{p}sessions", ["updated_time"], schema=schema)
+    op.create_index(f"ix_{p}sessions_expires_at", f"{p}sessions", ["expires_at"], schema=schema)
     # The listing index: one user's conversations, newest first, ties by id.
     op.create_index(
-        "ix_sessions_user_id_updated_time_id",
-        "sessions",
+        f"ix_{p}sessions_user_id_updated_time_id",
+        f"{p}sessions",
         [sa.column("user_id"), sa.column("updated_time").desc(), sa.column("id")],
+        schema=schema,
     )
 
     op.create_table(
-        "chat_tasks",
+        f"{p}chat_tasks",
         sa.Column("id", _id_type(), nullable=False),
         sa.Column("session_id", _id_type(), nullable=False),
         sa.Column("user_id", _id_type(), nullable=False),
@@ -95,25 +104,31 @@ def upgrade() -> None:
         sa.Column("task_metadata", _long_text(), nullable=True),
         sa.Column("created_time", sa.BigInteger(), nullable=False),
         sa.Column("updated_time", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_chat_tasks"),
+        sa.PrimaryKeyConstraint("id", name=f"pk_{p}chat_tasks"),
         sa.ForeignKeyConstraint(
             ["session_id"],
-            ["sessions.id"],
-            name="fk_chat_tasks_session_id_sessions",
+            [f"{at}{p}sessions.id"],
+            name=f"fk_{p}chat_tasks_session_id_{p}sessions",
             ondelete="CASCADE",
         ),
+        schema=schema,
         **mysql_options,
     )
     op.create_index(
-        "ix_chat_tasks_session_id_created_time_id",
-        "chat_tasks",
+        f"ix_{p}chat_tasks_session_id_created_time_id",
+        f"{p}chat_tasks",
         ["session_id", "created_time", "id"],
+        schema=schema,
     )
-    op.create_index("ix_chat_tasks_created_time", "chat_tasks", ["created_time"])
-    op.create_index("ix_chat_tasks_updated_time", "chat_tasks", ["updated_time"])
+    op.create_index(
+        f"ix_{p}chat_tasks_created_time", f"{p}chat_tasks", ["created_time"], schema=schema
+    )
+    op.create_index(
+        f"ix_{p}chat_tasks_updated_time", f"{p}chat_tasks", ["updated_time"], schema=schema
+    )
 
     op.create_table(
-        "feedback",
+        f"{p}feedback",
         sa.Column("id", _id_type(), nullable=False),
         sa.Column("session_id", _id_type(), nullable=False),
         sa.Column("task_id", _id_type(), nullable=False),
@@ -121,41 +136,45 @@ def upgrade() -> None:
         sa.Column("rating", sa.String(8), nullable=False),
         sa.Column("comment", _long_text(), nullable=True),
         sa.Column("created_time", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_feedback"),
+        sa.PrimaryKeyConstraint("id", name=f"pk_{p}feedback"),
         sa.ForeignKeyConstraint(
             ["session_id"],
-            ["sessions.id"],
-            name="fk_feedback_session_id_sessions",
+            [f"{at}{p}sessions.id"],
+            name=f"fk_{p}feedback_session_id_{p}sessions",
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
             ["task_id"],
-            ["chat_tasks.id"],
-            name="fk_feedback_task_id_chat_tasks",
+            [f"{at}{p}chat_tasks.id"],
+            name=f"fk_{p}feedback_task_id_{p}chat_tasks",
             ondelete="CASCADE",
         ),
-        sa.UniqueConstraint("task_id", "user_id", name="uq_feedback_task_id_user_id"),
+        sa.UniqueConstraint("task_id", "user_id", name=f"uq_{p}feedback_task_id_user_id"),
+        schema=schema,
         **mysql_options,
     )
-    op.create_index("ix_feedback_created_time", "feedback", ["created_time"])
+    op.create_index(f"ix_{p}feedback_created_time", f"{p}feedback", ["created_time"], schema=schema)
     op.create_index(
-        "ix_feedback_user_id_created_time_id", "feedback", ["user_id", "created_time", "id"]
+        f"ix_{p}feedback_user_id_created_time_id",
+        f"{p}feedback",
+        ["user_id", "created_time", "id"],
+        schema=schema,
     )
-    op.create_index("ix_feedback_session_id", "feedback", ["session_id"])
+    op.create_index(f"ix_{p}feedback_session_id", f"{p}feedback", ["session_id"], schema=schema)
 
     op.create_table(
-        "agentsession_leases",
+        f"{p}agentsession_leases",
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("owner", _id_type(), nullable=False),
         sa.Column("expires_at", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("name", name="pk_agentsession_leases"),
+        sa.PrimaryKeyConstraint("name", name=f"pk_{p}agentsession_leases"),
+        schema=schema,
         **mysql_options,
     )
 
 
 def downgrade() -> None:
     # Dropping a table drops its indexes and constraints; children before parents.
-    op.drop_table("agentsession_leases")
-    op.drop_table("feedback")
-    op.drop_table("chat_tasks")
-    op.drop_table("sessions")
+    target = tables_from(context.config.attributes)
+    for name in reversed(target.names):
+        op.drop_table(name, schema=target.schema)
