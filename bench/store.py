@@ -1,8 +1,9 @@
-"""How the SQL store scales with table size: latency, throughput, round trips, plans.
+"""How the stores scale with table size: latency, throughput, round trips, plans.
 
 What is measured
 ----------------
-For each backend (SQLite in a temp file, PostgreSQL, MariaDB/MySQL) and each ``--sizes``
+For each backend (SQLite in a temp file, PostgreSQL, MariaDB/MySQL; Redis and the memory
+store on request, see "Redis" below) and each ``--sizes``
 value the benchmark makes a brand-new database (``agentsession_bench_<random>_<size>`` on
 the servers, created with asyncpg / aiomysql and dropped at the end, so nothing else on
 the server is touched), enters ``SessionService.from_config(ServiceConfig(type="sql",
@@ -59,9 +60,42 @@ Run it from the repository root::
     .venv/bin/python bench/store.py --markdown docs/benchmarks.md
 
 ``--markdown PATH`` writes (or replaces) the "## Store (bench/store.py)" section of PATH,
-between its own begin/end marker comments, leaving the rest of the file alone.
-Server URLs: ``--postgres-url`` / ``--mysql-url``, else ``AGENTSESSION_TEST_POSTGRES_URL``
-/ ``AGENTSESSION_TEST_MYSQL_URL``, else a local server (see ``common.DEFAULT_URLS``).
+between its own begin/end marker comments, leaving the rest of the file alone; a run
+that measures Redis writes the "## Redis (bench/store.py)" section instead.
+Server URLs: ``--postgres-url`` / ``--mysql-url`` / ``--redis-url``, else
+``AGENTSESSION_TEST_POSTGRES_URL`` / ``AGENTSESSION_TEST_MYSQL_URL`` /
+``AGENTSESSION_TEST_REDIS_URL``, else a local server (see ``common.DEFAULT_URLS``).
+
+Redis
+-----
+``--backends ...,redis`` adds a ``RedisStore`` on the Redis server (the same calls, the
+same data set, the same interleaving). Each size lives under a key prefix of its own,
+``agentsession-bench-<random>-<size>:``; its keys are deleted at the end (``SCAN MATCH``
+on that prefix and ``UNLINK``); nothing else on the server is touched, and it is never
+flushed. The rows are loaded through the store's own calls (``insert_session``, then
+``save_task`` with the records' own times, 8 calls in flight), so what is stored is
+exactly what the store writes. Round trips: the commands the store sends (a counter on
+redis-py's ``pack_command``, pipelines and scripts included) and the requests written
+to the socket; in place of query plans, the commands each listing sends.
+
+Against PostgreSQL in the same run, the ratios the Redis backend is meant to reach are
+printed (never asserted): ``save_task`` throughput ≥ 2x PostgreSQL's, ``list_tasks``
+median ≤ PostgreSQL's, and every Redis operation flat from the smallest size to the
+largest (≤ 1.2x, where the SQL backends get 1.5x). Then its memory: 1,000 conversations
+with 10 tasks each (the data set's payloads) are written under a prefix of their own,
+and both ``MEMORY USAGE`` (``SAMPLES 0``, summed over their keys) and the change in
+``INFO memory`` ``used_memory`` are reported (the latter is the whole server's, so
+other clients of a shared server add noise to it).
+
+``--backends ...,redis-aof`` adds the same on a ``redis-server`` the run starts itself
+(a spare port, a temporary directory, ``--appendonly yes --appendfsync always --save
+''``; stopped and removed at the end): every write is fsynced before Redis answers, as
+PostgreSQL fsyncs every commit, for a comparison at equal durability (a shared Redis
+often runs without persistence).
+
+``--backends ...,memory`` adds the in-process ``MemoryStore`` as a control: no network
+and no server, the cost of the service layer and of this process alone, a ceiling that
+any store's throughput measured by this one-process client stays under.
 """
 
 from __future__ import annotations
@@ -75,13 +109,16 @@ import os
 import platform
 import random
 import secrets
+import shutil
+import socket
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from asyncio import selector_events
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,15 +128,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentsession.config import ServiceConfig
 from agentsession.service import SessionService
+from agentsession.stores.base import SessionRecord, Store, TaskRecord
+from agentsession.stores.memory import MemoryStore
 from agentsession.stores.sql import SqlStore
 from agentsession.stores.sql.schema import chat_tasks, sessions
 from common import (
     BACKENDS,
     DEFAULT_URLS,
-    LABELS,
     URL_VARIABLES,
     Unavailable,
-    backend_list,
     command_line,
     fresh_database,
     positive_int,
@@ -107,10 +144,37 @@ from common import (
     server_version,
     version_of,
 )
+from common import LABELS as SQL_LABELS
 
 SECTION_TITLE = "## Store (bench/store.py)"
 BEGIN_MARKER = "<!-- bench/store.py: begin (generated, rewritten by --markdown) -->"
 END_MARKER = "<!-- bench/store.py: end -->"
+REDIS_SECTION_TITLE = "## Redis (bench/store.py)"
+REDIS_BEGIN_MARKER = "<!-- bench/store.py --backends ...,redis: begin (generated) -->"
+REDIS_END_MARKER = "<!-- bench/store.py --backends ...,redis: end -->"
+
+#: What ``--backends`` takes: the SQL backends (the default), Redis (the server at
+#: ``--redis-url``, and ``redis-aof``: a redis-server of the run's own that fsyncs its
+#: append-only file on every write), the memory control.
+STORE_BACKENDS: tuple[str, ...] = (*BACKENDS, "redis", "redis-aof", "memory")
+REDIS_BACKENDS: tuple[str, ...] = ("redis", "redis-aof")
+LABELS = {
+    **SQL_LABELS,
+    "redis": "Redis",
+    "redis-aof": "Redis, AOF fsync always",
+    "memory": "memory (control)",
+}
+REDIS_URL_VARIABLE = "AGENTSESSION_TEST_REDIS_URL"
+REDIS_DEFAULT_URL = "redis://127.0.0.1:6379/0"
+#: Calls in flight while the store's own calls load Redis (under its pool of 10).
+LOAD_CONCURRENCY = 8
+#: The memory measurement: this many conversations of this many tasks.
+MEMORY_CONVERSATIONS = 1_000
+MEMORY_TASKS = 10
+#: Targets of the Redis backend, printed, never asserted.
+REDIS_FLAT = 1.2
+REDIS_SAVE_VS_POSTGRES = 2.0
+REDIS_LIST_VS_POSTGRES = 1.0
 
 
 MEASURED_USER = "bench-user"
@@ -143,9 +207,15 @@ class BenchError(RuntimeError):
 
 
 class WireCounter:
-    """Counts ``write`` calls on asyncio socket transports (requests sent to a server)."""
+    """Counts ``write`` calls on asyncio socket transports (requests sent to a server).
+
+    A ``writelines`` (redis-py sends with it) counts once, not once more for the
+    ``write`` it makes of the joined buffer where the transport has no ``writelines``
+    of its own (Python < 3.12).
+    """
 
     count = 0
+    _inside_writelines = 0
     _installed = False
 
     @classmethod
@@ -156,26 +226,67 @@ class WireCounter:
         write, writelines = transport.write, transport.writelines
 
         def counting_write(self: Any, data: Any) -> None:
-            cls.count += 1
+            if not cls._inside_writelines:
+                cls.count += 1
             write(self, data)
 
         def counting_writelines(self: Any, lines: Any) -> None:
             cls.count += 1
-            writelines(self, lines)
+            cls._inside_writelines += 1
+            try:
+                writelines(self, lines)
+            finally:
+                cls._inside_writelines -= 1
 
         transport.write = counting_write
         transport.writelines = counting_writelines
         cls._installed = True
 
 
+class RedisCommands:
+    """Counts the commands redis-py packs to send (one per command, in a pipeline too),
+    and records their names while ``recording`` is a list."""
+
+    count = 0
+    recording: list[str] | None = None
+    _installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if cls._installed:
+            return
+        from redis.asyncio.connection import AbstractConnection
+
+        pack = AbstractConnection.pack_command
+
+        def counting_pack(self: Any, *args: Any) -> Any:
+            cls.count += 1
+            if cls.recording is not None:
+                name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+                cls.recording.append(name.split()[0].upper())
+            return pack(self, *args)
+
+        AbstractConnection.pack_command = counting_pack  # type: ignore[method-assign]
+        cls._installed = True
+
+
 @dataclass
 class Counters:
-    """Statements, pre-pings and DBAPI rollbacks of one engine; the last statement sent."""
+    """Statements, pre-pings and DBAPI rollbacks of one engine; the last statement sent.
+
+    On Redis, ``statements`` is the commands sent (``RedisCommands``); on the memory
+    store nothing is counted.
+    """
 
     statements: int = 0
     pings: int = 0
     rollbacks: int = 0
     last: tuple[str, Any] | None = None
+    redis: bool = False
+
+    def install_redis(self) -> None:
+        RedisCommands.install()
+        self.redis = True
 
     def install(self, store: SqlStore) -> None:
         sync_engine = store.engine.sync_engine
@@ -204,6 +315,8 @@ class Counters:
         dialect.do_rollback = counting_rollback  # type: ignore[method-assign]
 
     def snapshot(self) -> tuple[int, int, int, int]:
+        if self.redis:
+            return (RedisCommands.count, 0, 0, WireCounter.count)
         return (self.statements, self.pings, self.rollbacks, WireCounter.count)
 
 
@@ -399,6 +512,121 @@ async def refresh_statistics(store: SqlStore) -> None:
             result.fetchall()
 
 
+def session_record(row: dict[str, Any]) -> SessionRecord:
+    return SessionRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        client_id=row["client_id"],
+        name=row["name"],
+        agent_id=row["agent_id"],
+        created_time=row["created_time"],
+        updated_time=row["updated_time"],
+        last_viewed_at=row["last_viewed_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+def task_record(row: dict[str, Any]) -> TaskRecord:
+    return TaskRecord(
+        id=row["id"],
+        session_id=row["session_id"],
+        user_id=row["user_id"],
+        user_message=row["user_message"],
+        message_bubbles=json.loads(row["message_bubbles"]),
+        task_metadata=json.loads(row["task_metadata"]),
+        created_time=row["created_time"],
+        updated_time=row["updated_time"],
+    )
+
+
+async def bounded(items: Sequence[Any], call: Callable[[Any], Awaitable[Any]], limit: int) -> None:
+    """``call(item)`` for every item, ``limit`` calls in flight."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await call(item)
+
+    await asyncio.gather(*(worker() for _ in range(limit)))
+
+
+async def store_load(store: Store, dataset: Dataset, total: int) -> float:
+    """Grow the store to ``total`` tasks through its own calls; return seconds."""
+    new_sessions, new_tasks = dataset.rows_until(total)
+    start = time.perf_counter()
+
+    async def insert(row: dict[str, Any]) -> None:
+        await store.insert_session(session_record(row))
+
+    async def save_one(row: dict[str, Any]) -> None:
+        if await store.save_task(task_record(row)) is None:
+            raise BenchError(f"save_task found no conversation {row['session_id']!r}")
+
+    await bounded(new_sessions, insert, LOAD_CONCURRENCY)
+    await bounded(new_tasks, save_one, LOAD_CONCURRENCY)
+    return time.perf_counter() - start
+
+
+def redis_url(args: Args) -> str:
+    return args.redis_url or os.environ.get(REDIS_URL_VARIABLE) or REDIS_DEFAULT_URL
+
+
+def redis_client(url: str) -> Any:
+    from redis.asyncio import Redis
+
+    return Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10)
+
+
+async def delete_prefix(client: Any, prefix: str) -> int:
+    """Delete every key under ``prefix`` (SCAN MATCH, UNLINK in batches); how many."""
+    deleted = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += await client.unlink(*batch)
+            batch = []
+    if batch:
+        deleted += await client.unlink(*batch)
+    return deleted
+
+
+@asynccontextmanager
+async def redis_namespace(url: str, prefix: str) -> AsyncIterator[None]:
+    """A key prefix of the run's own on the Redis server; its keys are deleted after."""
+    client = redis_client(url)
+    try:
+        try:
+            await client.ping()
+        except Exception as exc:
+            raise Unavailable(f"cannot reach Redis at {url}: {exc!r}") from exc
+        print(f"  using key prefix {prefix}", file=sys.stderr)
+        try:
+            yield
+        finally:
+            deleted = await delete_prefix(client, prefix)
+            print(f"  deleted {deleted:,} keys under {prefix}", file=sys.stderr)
+    finally:
+        await client.aclose()
+
+
+async def redis_version(url: str, where: str) -> str:
+    """``Redis 7.0.15 (the given server: AOF off)``: the version and whether writes persist."""
+    client = redis_client(url)
+    try:
+        info = await client.info("server")
+        persistence = await client.info("persistence")
+        aof = "off"
+        if int(persistence.get("aof_enabled", 0)):
+            try:
+                aof = "appendfsync " + (await client.config_get("appendfsync"))["appendfsync"]
+            except Exception:  # CONFIG may be disabled on a managed server
+                aof = "on"
+    finally:
+        await client.aclose()
+    return f"Redis {info.get('redis_version', '?')} ({where}: AOF {aof})"
+
+
 async def table_counts(store: SqlStore) -> tuple[int, int]:
     async with store.engine.connect() as connection:
         session_count = await connection.scalar(select(func.count()).select_from(sessions))
@@ -428,18 +656,37 @@ class SizeResult:
 
 
 @dataclass
+class RedisMemory:
+    """What ``MEMORY_CONVERSATIONS`` conversations of ``MEMORY_TASKS`` tasks take in Redis."""
+
+    conversations: int
+    tasks: int
+    keys: int
+    memory_usage: int  # MEMORY USAGE ... SAMPLES 0, summed over the keys
+    used_memory_delta: int  # INFO memory used_memory after - before (the whole server)
+    payload: int  # bytes of ids, times, messages and JSON as the service hands them over
+
+    def per_1000(self, value: int) -> float:
+        return value * 1000 / self.conversations
+
+
+@dataclass
 class BackendResult:
     backend: str
     version: str = ""
     sizes: list[SizeResult] = field(default_factory=list)
+    memory: RedisMemory | None = None
+    #: Redis: latencies of a bare redis-py ``PING`` (the floor of one call from here).
+    ping: list[float] = field(default_factory=list)
 
 
 @dataclass
 class Target:
     """One database of one size, with its started service and what was measured on it."""
 
+    backend: str
     service: SessionService
-    store: SqlStore
+    store: Any  # a SqlStore, a RedisStore or a MemoryStore
     dataset: Dataset
     counters: Counters
     result: SizeResult
@@ -448,9 +695,42 @@ class Target:
     rng: random.Random = field(default_factory=random.Random)
 
 
-async def open_target(
-    stack: AsyncExitStack, backend: str, args: Args, run_id: str, size: int
+async def open_store_target(
+    stack: AsyncExitStack, backend: str, url: str, run_id: str, size: int
 ) -> Target:
+    """A Redis (under a key prefix of its own) or memory store, loaded by its own calls."""
+    counters = Counters()
+    store: Store
+    if backend in REDIS_BACKENDS:
+        from agentsession.stores.redis import RedisStore
+
+        prefix = f"agentsession-bench-{run_id}-{size}:"
+        await stack.enter_async_context(redis_namespace(url, prefix))
+        store = RedisStore(url, key_prefix=prefix)
+        counters.install_redis()
+    else:
+        store = MemoryStore(max_sessions=size + 1_000)
+    service = SessionService(store)
+    await stack.enter_async_context(service)
+    dataset = Dataset(now=time.time_ns() // 1_000_000)
+    result = SizeResult(size)
+    result.load_seconds = await store_load(store, dataset, size)
+    result.conversations, result.tasks = dataset.conversations, dataset.tasks
+    print(
+        f"  {size:,}: loaded {result.conversations:,} conversations and {result.tasks:,} "
+        f"tasks in {result.load_seconds:.2f}s (the store's own calls)",
+        file=sys.stderr,
+    )
+    target = Target(backend, service, store, dataset, counters, result, rng=random.Random(size))
+    target.calls = await listing_calls(service, dataset)
+    return target
+
+
+async def open_target(
+    stack: AsyncExitStack, backend: str, args: Args, run_id: str, size: int, redis: str = ""
+) -> Target:
+    if backend in (*REDIS_BACKENDS, "memory"):
+        return await open_store_target(stack, backend, redis, run_id, size)
     url = await stack.enter_async_context(
         fresh_database(backend, server(backend, args), f"agentsession_bench_{run_id}_{size}")
     )
@@ -470,7 +750,7 @@ async def open_target(
         f"tasks in {result.load_seconds:.2f}s",
         file=sys.stderr,
     )
-    target = Target(service, store, dataset, counters, result, rng=random.Random(size))
+    target = Target(backend, service, store, dataset, counters, result, rng=random.Random(size))
     target.calls = await listing_calls(service, dataset)
     return target
 
@@ -547,8 +827,31 @@ async def time_listings(targets: Sequence[Target], iterations: int) -> None:
         gc.enable()
 
 
+def command_summary(names: Sequence[str]) -> str:
+    """``EVALSHA``, or ``ZRANGE, HGET x20``: runs of one command counted."""
+    runs: list[list[Any]] = []
+    for name in names:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in runs) or "(none)"
+
+
 async def capture_plans(target: Target) -> None:
-    """EXPLAIN each listing with the exact statement and parameters the store sent."""
+    """EXPLAIN each listing with the exact statement and parameters the store sent
+    (Redis: the commands it sent; the memory store: nothing to show)."""
+    if target.backend == "memory":
+        return
+    if target.backend in REDIS_BACKENDS:
+        for name, call in target.calls.items():
+            RedisCommands.recording = []
+            try:
+                await call()
+            finally:
+                names, RedisCommands.recording = RedisCommands.recording, None
+            target.result.plans[name] = command_summary(names)
+        return
     for name, call in target.calls.items():
         target.counters.last = None
         await call()
@@ -657,13 +960,176 @@ async def time_saves(targets: Sequence[Target], saves: int) -> None:
                 await save_round(target, name, per_round)
 
 
+def memory_rows(rng: random.Random, now: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``MEMORY_CONVERSATIONS`` conversations of 100 users, ``MEMORY_TASKS`` tasks each."""
+    dataset = Dataset(now=now, rng=rng)
+    sessions_rows: list[dict[str, Any]] = []
+    task_rows: list[dict[str, Any]] = []
+    for number in range(MEMORY_CONVERSATIONS):
+        start = dataset._time()
+        row = dataset._session(f"memory-user-{number % 100:03d}", number, start, MEMORY_TASKS)
+        sessions_rows.append(row)
+        task_rows.extend(dataset._tasks(row, start, MEMORY_TASKS))
+    return sessions_rows, task_rows
+
+
+async def time_pings(url: str, iterations: int) -> list[float]:
+    """A bare redis-py ``PING``, one after the other: what one round trip to the server
+    costs this client before any store code runs (a control for the Redis timings)."""
+    client = redis_client(url)
+    try:
+        for _ in range(max(20, iterations // 10)):
+            await client.ping()
+        latencies = []
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(iterations):
+                start = time.perf_counter()
+                await client.ping()
+                latencies.append(time.perf_counter() - start)
+        finally:
+            gc.enable()
+    finally:
+        await client.aclose()
+    print(
+        f"  redis-py PING: median {ms(statistics.median(latencies))} ms",
+        file=sys.stderr,
+    )
+    return latencies
+
+
+async def used_memory(client: Any) -> int:
+    """``used_memory``, once the server has freed what earlier ``UNLINK``s handed its
+    background thread (the run's own deleted sizes, or anyone's): else it would fall
+    during the measurement."""
+    deadline = time.monotonic() + 60
+    while True:
+        info = await client.info("memory")
+        if int(info.get("lazyfree_pending_objects", 0)) == 0 or time.monotonic() > deadline:
+            return int(info["used_memory"])
+        await asyncio.sleep(0.1)
+
+
+async def measure_redis_memory(url: str, run_id: str) -> RedisMemory:
+    """Write 1,000 conversations of 10 tasks under a prefix of their own; what they take."""
+    from agentsession.stores.redis import RedisStore
+
+    prefix = f"agentsession-bench-{run_id}-memory:"
+    sessions_rows, task_rows = memory_rows(random.Random(1000), time.time_ns() // 1_000_000)
+    payload = sum(len(str(value)) for row in sessions_rows for value in row.values()) + sum(
+        len(str(value)) for row in task_rows for value in row.values()
+    )
+    client = redis_client(url)
+    try:
+        async with redis_namespace(url, prefix):
+            store = RedisStore(url, key_prefix=prefix)
+            await store.start()
+            try:
+                # The pool and the scripts are ready before the first reading (no write).
+                await store.get_session("memory-warm-up", "none", sessions_rows[0]["created_time"])
+                before = await used_memory(client)
+
+                async def insert(row: dict[str, Any]) -> None:
+                    await store.insert_session(session_record(row))
+
+                async def save_one(row: dict[str, Any]) -> None:
+                    if await store.save_task(task_record(row)) is None:
+                        raise BenchError("save_task found no conversation")
+
+                await bounded(sessions_rows, insert, LOAD_CONCURRENCY)
+                await bounded(task_rows, save_one, LOAD_CONCURRENCY)
+                after = await used_memory(client)
+            finally:
+                await store.close()
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+            usage = 0
+            for offset in range(0, len(keys), 1000):
+                async with client.pipeline(transaction=False) as pipe:
+                    for key in keys[offset : offset + 1000]:
+                        pipe.memory_usage(key, samples=0)
+                    usage += sum(int(n or 0) for n in await pipe.execute())
+    finally:
+        await client.aclose()
+    memory = RedisMemory(
+        conversations=len(sessions_rows),
+        tasks=len(task_rows),
+        keys=len(keys),
+        memory_usage=usage,
+        used_memory_delta=after - before,
+        payload=payload,
+    )
+    print(
+        f"  memory: {memory.conversations:,} conversations, {memory.tasks:,} tasks in "
+        f"{memory.keys:,} keys: MEMORY USAGE {usage / 1e6:.2f} MB, used_memory "
+        f"+{memory.used_memory_delta / 1e6:.2f} MB (payload {payload / 1e6:.2f} MB)",
+        file=sys.stderr,
+    )
+    return memory
+
+
+@asynccontextmanager
+async def own_redis_server() -> AsyncIterator[str]:
+    """A redis-server of the run's own, AOF fsynced on every write; its URL. Stopped
+    (SIGTERM, then SIGKILL) and its directory removed afterwards."""
+    if shutil.which("redis-server") is None:
+        raise Unavailable("redis-server is not installed")
+    directory = tempfile.mkdtemp(prefix="agentsession-bench-redis-")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", directory]
+    command += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    command += ["--daemonize", "no", "--logfile", str(Path(directory) / "redis.log")]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis_client(url)
+        try:
+            for _ in range(200):
+                try:
+                    if await client.ping():
+                        break
+                except Exception:  # not listening yet
+                    await asyncio.sleep(0.05)
+            else:
+                raise Unavailable(f"the run's own redis-server did not answer on port {port}")
+        finally:
+            await client.aclose()
+        print(f"  started redis-server on port {port} (appendfsync always)", file=sys.stderr)
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+        print(f"  stopped redis-server on port {port}", file=sys.stderr)
+
+
 async def run_backend(backend: str, args: Args) -> BackendResult:
     result = BackendResult(backend)
     print(f"{LABELS[backend]}:", file=sys.stderr)
     run_id = secrets.token_hex(4)
     async with AsyncExitStack() as stack:
-        targets = [await open_target(stack, backend, args, run_id, size) for size in args.sizes]
-        result.version = await server_version(targets[0].store)
+        url = redis_url(args) if backend == "redis" else ""
+        if backend == "redis-aof":
+            url = await stack.enter_async_context(own_redis_server())
+        targets = [
+            await open_target(stack, backend, args, run_id, size, url) for size in args.sizes
+        ]
+        if backend in REDIS_BACKENDS:
+            where = "the given server" if backend == "redis" else "the run's own server"
+            result.version = await redis_version(url, where)
+        elif backend == "memory":
+            result.version = ""
+        else:
+            result.version = await server_version(targets[0].store)
         await time_listings(targets, args.iterations)
         for target in targets:
             await capture_plans(target)
@@ -671,6 +1137,10 @@ async def run_backend(backend: str, args: Args) -> BackendResult:
         for target in targets:
             result.sizes.append(target.result)
             report_size(target.result)
+        if backend in REDIS_BACKENDS:
+            result.ping = await time_pings(url, args.iterations)
+        if backend == "redis":
+            result.memory = await measure_redis_memory(url, run_id)
     return result
 
 
@@ -686,8 +1156,13 @@ def p95(values: Sequence[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def mark(ratio: float) -> str:
-    return "PASS" if ratio <= TARGET else "FAIL"
+def target_of(backend: str) -> float:
+    """The largest/smallest ratio ``backend`` should stay under (Redis: flat)."""
+    return REDIS_FLAT if backend in REDIS_BACKENDS else TARGET
+
+
+def mark(ratio: float, target: float = TARGET) -> str:
+    return "PASS" if ratio <= target else "FAIL"
 
 
 def per_call(value: int, calls: int) -> str:
@@ -713,11 +1188,20 @@ def size_label(size: int) -> str:
 
 def latency_table(results: Sequence[BackendResult], sizes: Sequence[int]) -> str:
     small, large = sizes[0], sizes[-1]
+    one_target = all(target_of(backend.backend) == TARGET for backend in results)
     header = ["backend", "operation", *[f"{size_label(s)} median / p95" for s in sizes]]
     if len(sizes) > 1:
-        header += [f"median {size_label(large)}/{size_label(small)}", f"≤ {TARGET}x"]
+        header += [
+            f"median {size_label(large)}/{size_label(small)}",
+            f"≤ {TARGET}x" if one_target else "target",
+        ]
     lines = table_head(header)
     for backend in results:
+        target = target_of(backend.backend)
+
+        def mark_cell(ratio: float, target: float = target) -> str:
+            return mark(ratio, target) if one_target else f"{mark(ratio, target)} (≤ {target}x)"
+
         by_size = {sized.size: sized for sized in backend.sizes}
         for name in LIST_OPS:
             row = [LABELS[backend.backend], f"`{name}`"]
@@ -728,29 +1212,33 @@ def latency_table(results: Sequence[BackendResult], sizes: Sequence[int]) -> str
                 ratio = statistics.median(by_size[large].latencies[name]) / statistics.median(
                     by_size[small].latencies[name]
                 )
-                row += [f"{ratio:.2f}x", mark(ratio)]
+                row += [f"{ratio:.2f}x", mark_cell(ratio)]
             lines.append(table_row(row))
         for name in SAVE_OPS:
             row = [LABELS[backend.backend], f"`{name}`"]
             row += [f"{by_size[size].throughput(name):,.0f} ops/s" for size in sizes]
             if len(sizes) > 1:
                 ratio = by_size[small].throughput(name) / by_size[large].throughput(name)
-                row += [f"{ratio:.2f}x", mark(ratio)]
+                row += [f"{ratio:.2f}x", mark_cell(ratio)]
             lines.append(table_row(row))
     return "\n".join(lines)
 
 
 def trips_table(results: Sequence[BackendResult], size: int) -> str:
+    redis = any(backend.backend in REDIS_BACKENDS for backend in results)
     header = [
         "backend",
         "operation",
-        "SQL statements",
+        "SQL statements / Redis commands" if redis else "SQL statements",
         "pre-pings",
         "DBAPI rollback()",
         "requests on the wire",
     ]
     lines = table_head(header)
     for backend in results:
+        if backend.backend == "memory":
+            continue  # nothing to count: no statement, no socket
+        sql = backend.backend not in (*REDIS_BACKENDS, "memory")
         sized = next(s for s in backend.sizes if s.size == size)
         for name in (*LIST_OPS, *SAVE_OPS):
             trips = sized.trips[name]
@@ -761,8 +1249,8 @@ def trips_table(results: Sequence[BackendResult], size: int) -> str:
                         LABELS[backend.backend],
                         f"`{name}`",
                         per_call(trips.statements, trips.calls),
-                        per_call(trips.pings, trips.calls),
-                        per_call(trips.rollbacks, trips.calls),
+                        per_call(trips.pings, trips.calls) if sql else "n/a",
+                        per_call(trips.rollbacks, trips.calls) if sql else "n/a",
                         wire,
                     ]
                 )
@@ -774,7 +1262,7 @@ def trips_notes(results: Sequence[BackendResult], size: int) -> list[str]:
     """One line per server backend: what its requests on the wire are made of."""
     notes = []
     for backend in results:
-        if backend.backend == "sqlite":
+        if backend.backend in ("sqlite", "memory"):
             continue
         sized = next(s for s in backend.sizes if s.size == size)
         totals = Trips()
@@ -786,6 +1274,13 @@ def trips_notes(results: Sequence[BackendResult], size: int) -> list[str]:
         statements = totals.statements / totals.calls
         pings = totals.pings / totals.calls
         rest = totals.wire / totals.calls - statements - pings
+        if backend.backend in REDIS_BACKENDS:
+            notes.append(
+                f"- {LABELS[backend.backend]}: {totals.wire / totals.calls:.2f} socket writes "
+                f"per call for {statements:.2f} commands (a pipeline sends several commands in "
+                "one write; a script is one command)."
+            )
+            continue
         notes.append(
             f"- {LABELS[backend.backend]}: {totals.wire / totals.calls:.2f} requests per call "
             f"= {statements:.2f} statement + {pings:.2f} pre-ping + {rest:.2f} other "
@@ -822,6 +1317,7 @@ def plans_section(results: Sequence[BackendResult], size: int) -> list[str]:
         "sqlite": "`EXPLAIN QUERY PLAN`",
         "postgresql": "`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)`",
         "mysql": "MariaDB `ANALYZE` (EXPLAIN plus `r_rows`, the rows actually read)",
+        "redis": "no planner: the commands each call sent",
     }
     lines = [
         f"### Query plans at {size:,} tasks",
@@ -832,6 +1328,8 @@ def plans_section(results: Sequence[BackendResult], size: int) -> list[str]:
         "",
     ]
     for backend in results:
+        if backend.backend == "memory":
+            continue
         sized = next(s for s in backend.sizes if s.size == size)
         lines += [f"{LABELS[backend.backend]}, {explain_kind[backend.backend]}:", ""]
         for name in LIST_OPS:
@@ -843,7 +1341,7 @@ def environment_line(results: Sequence[BackendResult]) -> str:
     servers = ", ".join(backend.version for backend in results if backend.version)
     drivers = ", ".join(
         f"{dist} {version_of(dist)}"
-        for dist in ("agentsession", "SQLAlchemy", "aiosqlite", "asyncpg", "aiomysql")
+        for dist in ("agentsession", "SQLAlchemy", "aiosqlite", "asyncpg", "aiomysql", "redis")
     )
     return (
         f"Python {platform.python_version()} ({platform.python_implementation()}), {drivers}; "
@@ -852,9 +1350,171 @@ def environment_line(results: Sequence[BackendResult]) -> str:
     )
 
 
+def redis_targets(results: Sequence[BackendResult], sizes: Sequence[int]) -> list[str]:
+    """The Redis backends' targets against PostgreSQL and their own flatness: ratios and
+    PASS/FAIL, printed only (the exit status never depends on them); then the controls."""
+    by_backend = {backend.backend: backend for backend in results}
+    measured = [by_backend[name] for name in REDIS_BACKENDS if name in by_backend]
+    if not measured:
+        return []
+    postgres = by_backend.get("postgresql")
+    control = by_backend.get("memory")
+    labels = " / ".join(size_label(size) for size in sizes)
+    lines = [
+        "### Redis targets",
+        "",
+        "Ratios from this run (printed, never asserted), each at "
+        f"{labels} tasks; PASS when every size meets the target.",
+        "",
+        *table_head(["target", f"measured at {labels}", "result"]),
+    ]
+
+    def row(target: str, values: Sequence[float], verdict: str, unit: str = "x") -> None:
+        lines.append(
+            table_row([target, " / ".join(f"{value:.2f}{unit}" for value in values), verdict])
+        )
+
+    for redis in measured:
+        label = LABELS[redis.backend]
+        r_sizes = {sized.size: sized for sized in redis.sizes}
+        if postgres is None:
+            lines.append(table_row([f"{label} ÷ PostgreSQL", "PostgreSQL not measured", ""]))
+        else:
+            p_sizes = {sized.size: sized for sized in postgres.sizes}
+            for name in SAVE_OPS:
+                ratios = [r_sizes[s].throughput(name) / p_sizes[s].throughput(name) for s in sizes]
+                row(
+                    f"`{name}` ops/s, {label} ÷ PostgreSQL ≥ {REDIS_SAVE_VS_POSTGRES}x",
+                    ratios,
+                    "PASS" if min(ratios) >= REDIS_SAVE_VS_POSTGRES else "FAIL",
+                )
+            for name in LIST_OPS[2:]:
+                ratios = [
+                    statistics.median(r_sizes[s].latencies[name])
+                    / statistics.median(p_sizes[s].latencies[name])
+                    for s in sizes
+                ]
+                row(
+                    f"`{name}` median, {label} ÷ PostgreSQL ≤ {REDIS_LIST_VS_POSTGRES}x",
+                    ratios,
+                    "PASS" if max(ratios) <= REDIS_LIST_VS_POSTGRES else "FAIL",
+                )
+        if len(sizes) > 1:
+            small, large = r_sizes[sizes[0]], r_sizes[sizes[-1]]
+            flat = {
+                name: statistics.median(large.latencies[name])
+                / statistics.median(small.latencies[name])
+                for name in LIST_OPS
+            }
+            flat.update(
+                {name: small.throughput(name) / large.throughput(name) for name in SAVE_OPS}
+            )
+            worst = max(flat, key=lambda name: flat[name])
+            lines.append(
+                table_row(
+                    [
+                        f"{label} flat: median {size_label(sizes[-1])} ÷ "
+                        f"{size_label(sizes[0])}, every operation ≤ {REDIS_FLAT}x",
+                        f"worst {flat[worst]:.2f}x (`{worst}`)",
+                        "PASS" if flat[worst] <= REDIS_FLAT else "FAIL",
+                    ]
+                )
+            )
+    for redis in measured:
+        if not redis.ping:
+            continue
+        r_sizes = {sized.size: sized for sized in redis.sizes}
+        floor = statistics.median(redis.ping)
+        per_save = [1 / r_sizes[s].throughput(SAVE_OPS[0]) for s in sizes]
+        lines.append(
+            table_row(
+                [
+                    f"control: one sequential `save_task` on {LABELS[redis.backend]}, and the "
+                    f"share of it a bare redis-py `PING` takes (median {ms(floor)} ms)",
+                    " / ".join(f"{ms(per)} ms ({floor / per:.0%})" for per in per_save),
+                    "(control)",
+                ]
+            )
+        )
+    if control is not None:
+        c_sizes = {sized.size: sized for sized in control.sizes}
+        for redis in measured:
+            r_sizes = {sized.size: sized for sized in redis.sizes}
+            for name in SAVE_OPS:
+                row(
+                    f"control: `{name}` ops/s, {LABELS[redis.backend]} ÷ memory store (no I/O)",
+                    [r_sizes[s].throughput(name) / c_sizes[s].throughput(name) for s in sizes],
+                    "(control)",
+                )
+    lines.append("")
+    return lines
+
+
+def memory_lines(results: Sequence[BackendResult]) -> list[str]:
+    memory = next((backend.memory for backend in results if backend.memory), None)
+    if memory is None:
+        return []
+    per = memory.per_1000
+    return [
+        "### Redis memory",
+        "",
+        f"{memory.conversations:,} conversations with {memory.tasks // memory.conversations} "
+        f"tasks each ({memory.tasks:,} tasks, the data set's payloads, 100 users), written "
+        f"through the store under a prefix of their own: {memory.keys:,} keys.",
+        "",
+        *table_head(["measure", "per 1,000 conversations (10,000 tasks)", "per task"]),
+        table_row(
+            [
+                "`MEMORY USAGE key SAMPLES 0`, summed over the keys",
+                f"{per(memory.memory_usage) / 1e6:.2f} MB",
+                f"{memory.memory_usage / memory.tasks:,.0f} B",
+            ]
+        ),
+        table_row(
+            [
+                "`INFO memory` `used_memory`, after − before (the whole server)",
+                f"{per(memory.used_memory_delta) / 1e6:.2f} MB",
+                f"{memory.used_memory_delta / memory.tasks:,.0f} B",
+            ]
+        ),
+        table_row(
+            [
+                "the same rows as text (ids, times, message, JSON)",
+                f"{per(memory.payload) / 1e6:.2f} MB",
+                f"{memory.payload / memory.tasks:,.0f} B",
+            ]
+        ),
+        "",
+    ]
+
+
+def redis_commands_section(results: Sequence[BackendResult], size: int) -> list[str]:
+    redis = next((backend for backend in results if backend.backend in REDIS_BACKENDS), None)
+    if redis is None:
+        return []
+    sized = next(s for s in redis.sizes if s.size == size)
+    lines = [
+        f"### Redis commands at {size:,} tasks",
+        "",
+        "What each listing sent (a counter on redis-py's `pack_command`; SQL plans are in "
+        "the Store section):",
+        "",
+        *table_head(["operation", "commands"]),
+    ]
+    lines += [table_row([f"`{name}`", f"`{sized.plans[name]}`"]) for name in LIST_OPS]
+    return [*lines, ""]
+
+
 def render_section(results: Sequence[BackendResult], skipped: dict[str, str], args: Args) -> str:
     done = list(results)
     sizes = args.sizes
+    redis = any(backend in REDIS_BACKENDS for backend in args.backends)
+    where = "one fresh database per backend and size"
+    if redis:
+        where += " (Redis: a fresh key prefix, loaded through the store's own calls)"
+    target_text = f"the target is ≤ {TARGET}x"
+    if any(target_of(backend) != TARGET for backend in args.backends):
+        target_text = f"the target is ≤ {TARGET}x (Redis: ≤ {REDIS_FLAT}x)"
     body = [
         "Command:",
         "",
@@ -862,8 +1522,8 @@ def render_section(results: Sequence[BackendResult], skipped: dict[str, str], ar
         command_line(),
         "```",
         "",
-        f"`chat_tasks` loaded with {', '.join(f'{s:,}' for s in sizes)} rows, one fresh "
-        "database per backend and size, all sizes measured in the same run with their calls "
+        f"`chat_tasks` loaded with {', '.join(f'{s:,}' for s in sizes)} rows, {where}, "
+        "all sizes measured in the same run with their calls "
         "interleaved (100 background users with ~10-task conversations, plus the "
         f"measured user: {OWN_SESSIONS} conversations, the measured one with "
         f"{MEASURED_TASKS} tasks, the same at every size). Latency of one call through "
@@ -872,18 +1532,20 @@ def render_section(results: Sequence[BackendResult], skipped: dict[str, str], ar
         f"{SAVE_ROUNDS} rounds of {max(CONCURRENCY, args.saves // SAVE_ROUNDS):,} saves), one "
         f"after the other and from {CONCURRENCY} concurrent coroutines. The ratio column is "
         "latency at the largest size ÷ at the smallest (for `save_task`: time "
-        f"per save); the target is ≤ {TARGET}x, measured in one run.",
+        f"per save); {target_text}, measured in one run.",
         "",
     ]
     if done:
         body += [latency_table(done, sizes), ""]
+        body += redis_targets(done, sizes)
         body += [
             f"Per call, at {sizes[-1]:,} tasks: SQL statements (a `before_cursor_execute` "
             "listener on `store.engine.sync_engine`), pool pre-pings (`dialect.do_ping`, "
             "the engine's `pool_pre_ping`), DBAPI `rollback()` calls (SQLAlchemy makes one "
             "when a connection closes, even in AUTOCOMMIT; aiomysql sends it to the server "
             "as `ROLLBACK`, asyncpg's adapter does not when no transaction is open) and "
-            "requests written to the server socket (each one a network round trip):",
+            "requests written to the server socket (each one a network round trip)"
+            + ("; on Redis the commands the store sent:" if redis else ":"),
             "",
             trips_table(done, sizes[-1]),
             "",
@@ -892,13 +1554,21 @@ def render_section(results: Sequence[BackendResult], skipped: dict[str, str], ar
             f"Rows: {rows_line(done)}.",
             "",
         ]
+        body += memory_lines(done)
     body += [f"- {LABELS[name]}: skipped ({reason})" for name, reason in skipped.items()]
     if skipped:
         body.append("")
     if done:
-        body += plans_section(done, sizes[-1])
+        if redis:
+            body += redis_commands_section(done, sizes[-1])
+        else:
+            body += plans_section(done, sizes[-1])
     body += [f"Environment: {environment_line(done)}", ""]
-    return "\n".join([SECTION_TITLE, BEGIN_MARKER, "", *body, END_MARKER, ""])
+    if redis:
+        title, begin, end = REDIS_SECTION_TITLE, REDIS_BEGIN_MARKER, REDIS_END_MARKER
+    else:
+        title, begin, end = SECTION_TITLE, BEGIN_MARKER, END_MARKER
+    return "\n".join([title, begin, "", *body, end, ""])
 
 
 # --------------------------------------------------------------------------- CLI
@@ -911,6 +1581,7 @@ class Args(argparse.Namespace):
     saves: int
     postgres_url: str | None
     mysql_url: str | None
+    redis_url: str | None
     markdown: Path | None
 
 
@@ -921,15 +1592,25 @@ def size_list(value: str) -> list[int]:
     return sizes
 
 
+def store_backend_list(value: str) -> list[str]:
+    """An argparse type: comma-separated names from ``STORE_BACKENDS``."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STORE_BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(STORE_BACKENDS)}, got {value!r}")
+    return names
+
+
 def parse_args(argv: Sequence[str] | None = None) -> Args:
     parser = argparse.ArgumentParser(
-        description="SQL store latency, throughput, round trips and plans at two table sizes."
+        description="Store latency, throughput, round trips and plans at two table sizes."
     )
     parser.add_argument(
         "--backends",
-        type=backend_list,
+        type=store_backend_list,
         default=list(BACKENDS),
-        help="comma-separated, from sqlite,postgresql,mysql (default: all three)",
+        help="comma-separated, from sqlite,postgresql,mysql,redis,memory (default: the "
+        "three SQL ones; memory is a control without I/O)",
     )
     parser.add_argument(
         "--sizes",
@@ -960,6 +1641,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Args:
         default=None,
         help=f"MariaDB/MySQL server (default ${URL_VARIABLES['mysql']}, else "
         f"{DEFAULT_URLS['mysql']}); the run uses a new database on it",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help=f"Redis server (default ${REDIS_URL_VARIABLE}, else {REDIS_DEFAULT_URL}); the "
+        "run writes under random key prefixes and deletes them at the end",
     )
     parser.add_argument(
         "--markdown",
@@ -995,7 +1682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no backend could be measured", file=sys.stderr)
         return 1
     section = render_section(results, skipped, args)
-    publish(section, args.markdown, SECTION_TITLE)
+    redis = any(backend in REDIS_BACKENDS for backend in args.backends)
+    title = REDIS_SECTION_TITLE if redis else SECTION_TITLE
+    publish(section, args.markdown, title)
     return 0
 
 

@@ -3,9 +3,10 @@
 Service fixtures (used by the service, HTTP API and retention tests):
 
 * ``backend``: parametrises a test over ``BACKENDS`` (test ids ``memory``, ``sqlite``,
-  ``postgresql``, ``mysql``). PostgreSQL and MariaDB come from
-  ``AGENTSESSION_TEST_POSTGRES_URL`` / ``AGENTSESSION_TEST_MYSQL_URL``; without them
-  those cases skip locally and fail in CI (see ``tests/databases.py``).
+  ``postgresql``, ``mysql``, ``redis``). PostgreSQL, MariaDB and Redis come from
+  ``AGENTSESSION_TEST_POSTGRES_URL`` / ``AGENTSESSION_TEST_MYSQL_URL`` /
+  ``AGENTSESSION_TEST_REDIS_URL``; without them those cases skip locally and fail in
+  CI (see ``tests/databases.py``). Redis gets one key prefix for the whole session.
 * ``make_service``: an async factory, ``await make_service(ttl=None)``, returning a
   started ``SessionService`` on ``backend``. Every service it made is closed when the
   test ends. On SQL backends all services of the whole test session share ONE
@@ -34,7 +35,14 @@ from pathlib import Path
 import pytest
 
 from agentsession.service import SessionService
-from tests.databases import BACKENDS, SQL_BACKENDS, fresh_database, sql_service
+from tests.databases import (
+    BACKENDS,
+    SQL_BACKENDS,
+    fresh_database,
+    redis_namespace,
+    redis_service,
+    sql_service,
+)
 
 ENV_VARS = (
     "SESSION_SECRET_KEY",
@@ -89,7 +97,7 @@ def user() -> str:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """Each store backend in turn: ``memory``, ``sqlite``, ``postgresql``, ``mysql``."""
+    """Each store backend in turn: ``memory``, ``sqlite``, ``postgresql``, ``mysql``, ``redis``."""
     return str(request.param)
 
 
@@ -106,6 +114,7 @@ class SharedDatabases:
         self._directory = directory
         self._stack = stack
         self._urls: dict[str, str] = {}
+        self._redis_prefix = ""
 
     async def url(self, backend: str) -> str:
         """The shared database of ``backend`` (skips or fails as ``fresh_database`` does)."""
@@ -114,6 +123,14 @@ class SharedDatabases:
                 fresh_database(backend, self._directory)
             )
         return self._urls[backend]
+
+    async def redis(self) -> tuple[str, str]:
+        """The session-wide Redis namespace: ``(url, key_prefix)``."""
+        if "redis" not in self._urls:
+            url, prefix = await self._stack.enter_async_context(redis_namespace())
+            self._urls["redis"] = url
+            self._redis_prefix = prefix
+        return self._urls["redis"], self._redis_prefix
 
 
 @pytest.fixture(scope="session")
@@ -137,6 +154,9 @@ async def make_service(
             from agentsession.stores.memory import MemoryStore
 
             service = SessionService(MemoryStore(), ttl=ttl)
+        elif backend == "redis":
+            url, prefix = await shared_databases.redis()
+            service = redis_service(url, prefix, ttl=ttl)
         else:
             service = sql_service(await shared_databases.url(backend), ttl=ttl)
         services.append(service)

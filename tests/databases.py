@@ -1,10 +1,12 @@
 """Real databases for the store tests: a fresh, empty database per use.
 
 PostgreSQL and MariaDB come from AGENTSESSION_TEST_POSTGRES_URL and
-AGENTSESSION_TEST_MYSQL_URL. Without them those cases skip locally; in CI (CI=true)
-a missing or unreachable server fails the test. Each use gets its own database,
-created on the server and dropped afterwards, so tests (and parallel runs) never
-see each other's rows and migrations always start from nothing.
+AGENTSESSION_TEST_MYSQL_URL, Redis from AGENTSESSION_TEST_REDIS_URL (a fresh key
+prefix per use stands for a fresh database; its keys are deleted afterwards).
+Without them those cases skip locally; in CI (CI=true) a missing or unreachable
+server fails the test. Each use gets its own database, created on the server and
+dropped afterwards, so tests (and parallel runs) never see each other's rows and
+migrations always start from nothing.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from tests.proxy import Proxy
 
 #: Backends of the parametrised store fixtures, in test-id order.
 SQL_BACKENDS = ("sqlite", "postgresql", "mysql")
-BACKENDS = ("memory", *SQL_BACKENDS)
+BACKENDS = ("memory", *SQL_BACKENDS, "redis")
 
 _VARIABLES = {
     "postgresql": "AGENTSESSION_TEST_POSTGRES_URL",
     "mysql": "AGENTSESSION_TEST_MYSQL_URL",
+    "redis": "AGENTSESSION_TEST_REDIS_URL",
 }
 
 
@@ -45,6 +48,32 @@ def server_url(variable: str) -> str:
             pytest.fail(f"{variable} is not set; CI must test against a real server")
         pytest.skip(f"{variable} is not set")
     return url
+
+
+@asynccontextmanager
+async def redis_namespace() -> AsyncIterator[tuple[str, str]]:
+    """``(url, key_prefix)``: a key namespace of its own on the test Redis, emptied after."""
+    url = server_url(_VARIABLES["redis"])
+    prefix = f"agentsession-t-{secrets.token_hex(6)}:"
+    try:
+        yield url, prefix
+    finally:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(url)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+            for start in range(0, len(keys), 500):
+                await client.delete(*keys[start : start + 500])
+        finally:
+            await client.aclose()
+
+
+def redis_service(url: str, prefix: str, *, ttl: int | None = None) -> SessionService:
+    """A (not yet started) Redis-backed service on ``url`` under the key ``prefix``."""
+    from agentsession.stores.redis import RedisStore
+
+    return SessionService(RedisStore(url, key_prefix=prefix), ttl=ttl)
 
 
 def sql_service(url: str, *, ttl: int | None = None) -> SessionService:

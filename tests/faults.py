@@ -5,6 +5,10 @@
   ``pg_ctlcluster`` (``-m fast`` or ``-m immediate``) and dropped at the end.
 * ``MariaDBServer``: ``mariadbd`` on a datadir and port of its own, stopped with SIGTERM
   (a clean shutdown) or SIGKILL (a crash) and started again on the same datadir.
+* ``RedisServer``: ``redis-server`` on a directory and port of its own, append-only file
+  on (``appendfsync always`` by default), stopped with SIGTERM or SIGKILL and started
+  again on the same directory. An app's data lives under a key prefix of its own
+  (``SESSION_TABLE_PREFIX``), as a SQL app's lives in a database of its own.
 * ``AppServer``: ``uvicorn tests.fault_app:app`` in a process of its own, its output in
   a file.
 * ``Load``: a bounded number of clients writing conversations, chat tasks (each saved
@@ -14,11 +18,12 @@
 * ``bad_calls``, ``verify_api`` and ``verify_rows``: what the suite asserts, each
   returning the problems found as lines of text (empty: all is well).
 
-Both servers keep acknowledged writes across a crash of the server process (not of the
+Every server keeps acknowledged writes across a crash of the server process (not of the
 machine): PostgreSQL runs with ``fsync=off`` but ``synchronous_commit=on`` (every
 commit is written to the kernel before it is acknowledged), MariaDB with
-``innodb_flush_log_at_trx_commit=2`` (the same). That keeps the suite light on a
-shared machine without weakening what it checks.
+``innodb_flush_log_at_trx_commit=2`` (the same), Redis with ``appendfsync always``
+(each write is in the append-only file, fsynced, before its reply goes out). That keeps
+the suite light on a shared machine without weakening what it checks.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import asyncpg
 import httpx
 import pymysql
 import pytest
+import redis.asyncio
 
 from tests.proxy import free_port
 
@@ -58,6 +64,8 @@ CLUSTER_PREFIX = "agentsession_fault_"
 MARIADBD = "/usr/sbin/mariadbd"
 #: Directories of the suite's MariaDB servers: ``<tmp>/agentsession-fault-mariadb-<pid>-*``.
 MARIADB_PREFIX = "agentsession-fault-mariadb-"
+#: Directories of the suite's Redis servers: ``<tmp>/agentsession-fault-redis-<pid>-*``.
+REDIS_PREFIX = "agentsession-fault-redis-"
 #: Seconds a database server gets to start or stop.
 SERVER_TIMEOUT = 60.0
 
@@ -121,12 +129,23 @@ def tail(text: str, lines: int) -> str:
 
 
 class Database(Protocol):
-    """A database server of the suite's own that it can stop and start at will."""
+    """A database server of the suite's own that it can stop and start at will.
+
+    Each scenario keeps its data in a namespace ``name`` of its own: a database on a SQL
+    server, a key prefix on Redis.
+    """
 
     kind: str
     modes: tuple[str, ...]
 
-    def url(self, database: str) -> str: ...
+    def app_env(self, name: str) -> dict[str, str]:
+        """The environment that points the app at namespace ``name``."""
+
+    async def create_database(self, name: str) -> None:
+        """Make the namespace ``name`` (a new database; nothing on Redis)."""
+
+    async def drop_database(self, name: str) -> None:
+        """Remove the namespace ``name`` and everything in it."""
 
     def start(self) -> None:
         """Start the server; return when it accepts connections."""
@@ -137,23 +156,68 @@ class Database(Protocol):
     @property
     def running(self) -> bool: ...
 
-    async def accepts(self, database: str) -> bool:
-        """Whether a new connection to ``database`` can run a query now."""
+    async def accepts(self, name: str) -> bool:
+        """Whether a new connection (to the database ``name``) can run a query now."""
+
+    async def hold_writes(self, name: str) -> Callable[[], object]:
+        """Make the app's writes wait inside the server until the returned function is
+        called (or the server goes away): SQL locks every conversation row, Redis
+        pauses every client's writes."""
+
+    async def stored_problems(self, name: str, ledger: Ledger) -> tuple[list[str], str]:
+        """The namespace's data checked against ``ledger`` from the inside (the tables,
+        the keys): the problems found, and what was checked (for the report)."""
+
+    def log(self) -> str: ...
+
+
+class SqlServer:
+    """What the SQL servers share: a database per scenario, read back from its tables."""
+
+    def url(self, database: str) -> str:
+        raise NotImplementedError
 
     async def execute(self, sql: str) -> None:
         """Run ``sql`` as the superuser, outside any application database."""
+        raise NotImplementedError
 
-    async def rows(self, database: str, sql: str) -> list[dict[str, Any]]: ...
+    async def rows(self, database: str, sql: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
 
     async def lock_conversations(self, database: str) -> Callable[[], object]:
         """Lock every conversation row (``SELECT ... FOR UPDATE`` in an open transaction)
         so that writes to them wait; the lock holds until the returned function closes
         the connection (or the server goes away)."""
+        raise NotImplementedError
 
-    def log(self) -> str: ...
+    def app_env(self, name: str) -> dict[str, str]:
+        return {"SESSION_DATABASE_URL": self.url(name)}
+
+    async def create_database(self, name: str) -> None:
+        await self.execute(f"CREATE DATABASE {name}")
+
+    async def drop_database(self, name: str) -> None:
+        await self.execute(f"DROP DATABASE IF EXISTS {name}")
+
+    async def hold_writes(self, name: str) -> Callable[[], object]:
+        return await self.lock_conversations(name)
+
+    async def stored_problems(self, name: str, ledger: Ledger) -> tuple[list[str], str]:
+        sessions, tasks, feedback = [
+            await self.rows(name, f"SELECT {columns} FROM {table}")
+            for table, columns in (
+                ("sessions", "id, user_id, name"),
+                (
+                    "chat_tasks",
+                    "id, session_id, user_id, user_message, message_bubbles, task_metadata",
+                ),
+                ("feedback", "id, session_id, task_id, user_id, rating, comment"),
+            )
+        ]
+        return verify_rows(ledger, sessions, tasks, feedback), f"{len(tasks)} chat task rows"
 
 
-class PostgresCluster:
+class PostgresCluster(SqlServer):
     """A PostgreSQL cluster of its own; ``create()`` it, ``drop()`` it (also on failure)."""
 
     kind = "postgresql"
@@ -287,7 +351,7 @@ class PostgresCluster:
             return f"(no server log: {error})"
 
 
-class MariaDBServer:
+class MariaDBServer(SqlServer):
     """``mariadbd`` on a datadir and a port of its own under ``directory``."""
 
     kind = "mariadb"
@@ -488,6 +552,266 @@ class MariaDBServer:
             return f"(no server log: {error})"
 
 
+class RedisServer:
+    """``redis-server`` on a directory and a port of its own, its append-only file on.
+
+    ``appendfsync always``: a write is in the append-only file, fsynced, before Redis
+    replies, so nothing acknowledged is lost even to SIGKILL. No RDB snapshots
+    (``--save ''``): what comes back after a restart is what the AOF replays.
+    """
+
+    kind = "redis"
+    modes = ("TERM", "KILL")
+
+    def __init__(self, directory: Path, *, appendfsync: str = "always") -> None:
+        self.directory = directory
+        self.log_path = directory / "redis.log"
+        self.appendfsync = appendfsync
+        self.port = spare_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def available() -> tuple[bool, str]:
+        if shutil.which("redis-server") is None:
+            return False, "redis-server is not installed"
+        return True, ""
+
+    @classmethod
+    def make(cls, *, appendfsync: str = "always") -> RedisServer:
+        """A server in a new directory named after this process (see ``drop_stale``)."""
+        directory = Path(tempfile.mkdtemp(prefix=f"{REDIS_PREFIX}{os.getpid()}-"))
+        return cls(directory, appendfsync=appendfsync)
+
+    @staticmethod
+    def drop_stale() -> None:
+        """Stop the servers and remove the directories a killed run left behind."""
+        for directory in Path(tempfile.gettempdir()).glob(f"{REDIS_PREFIX}*-*"):
+            owner = directory.name[len(REDIS_PREFIX) :].split("-", 1)[0]
+            if not owner.isdigit() or _alive(int(owner)):
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((directory / "redis.pid").read_text().split()[0])
+                # Only the server of that very directory (redis-server runs in its --dir).
+                if Path(f"/proc/{pid}/cwd").resolve() == directory.resolve():
+                    os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def remove(self) -> None:
+        """Kill the server if it runs and delete its directory."""
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @staticmethod
+    def key_prefix(name: str) -> str:
+        """The keys of the app given ``app_env(name)``: ``<name>_agentsession:...``."""
+        return f"{name}_agentsession:"
+
+    def app_env(self, name: str) -> dict[str, str]:
+        return {"SESSION_DATABASE_URL": self.url, "SESSION_TABLE_PREFIX": f"{name}_"}
+
+    def start(self) -> None:
+        assert self.process is None, "already running"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.directory),
+                    "--pidfile",
+                    str(self.directory / "redis.pid"),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    self.appendfsync,
+                    "--save",
+                    "",
+                    "--daemonize",
+                    "no",
+                    "--logfile",
+                    "",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C of pytest reaches the fixtures only
+            )
+        deadline = time.monotonic() + SERVER_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code, self.process = self.process.returncode, None
+                raise AssertionError(f"redis-server exited with {code}:\n{tail(self.log(), 40)}")
+            if self.command("PING") == b"+PONG":  # not -LOADING: the AOF is replayed
+                return
+            time.sleep(0.02)
+        self.kill()
+        raise AssertionError(
+            f"redis-server did not answer PING in {SERVER_TIMEOUT} s:\n{tail(self.log(), 40)}"
+        )
+
+    def command(self, *words: str, timeout: float = 1.0) -> bytes | None:
+        """Send one command on a new blocking connection; the reply's first line, or None."""
+        request = f"*{len(words)}\r\n" + "".join(f"${len(w)}\r\n{w}\r\n" for w in words)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+                sock.sendall(request.encode())
+                reply = b""
+                while not reply.endswith(b"\r\n"):
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return None
+                    reply += chunk
+        except OSError:
+            return None
+        return reply.split(b"\r\n", 1)[0]
+
+    def stop(self, mode: str) -> None:
+        assert mode in self.modes, mode
+        process, self.process = self.process, None
+        assert process is not None, "not running"
+        process.send_signal(signal.SIGTERM if mode == "TERM" else signal.SIGKILL)
+        try:
+            code = process.wait(SERVER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"redis-server ignored SIGTERM:\n{tail(self.log(), 40)}") from None
+        if mode == "TERM" and code != 0:
+            raise AssertionError(f"redis-server exited with {code}:\n{tail(self.log(), 40)}")
+
+    def kill(self) -> None:
+        """Make sure the server is gone (fixture teardown)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None
+
+    def client(self) -> redis.asyncio.Redis:
+        return redis.asyncio.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=10, socket_connect_timeout=2
+        )
+
+    async def accepts(self, name: str) -> bool:
+        client = redis.asyncio.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry_on_error=[],
+        )
+        try:
+            return bool(await client.ping())
+        except (OSError, redis.RedisError):
+            return False
+        finally:
+            await client.aclose()
+
+    async def create_database(self, name: str) -> None:
+        """Nothing to make: the app writes its keys under ``key_prefix(name)``."""
+
+    async def drop_database(self, name: str) -> None:
+        client = self.client()
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{self.key_prefix(name)}*")]
+            for start in range(0, len(keys), 500):
+                await client.unlink(*keys[start : start + 500])
+        finally:
+            await client.aclose()
+
+    async def hold_writes(self, name: str) -> Callable[[], object]:
+        client = self.client()
+        try:
+            # WRITE: reads go on, every write (and script) waits inside the server.
+            await client.client_pause(int(SERVER_TIMEOUT * 1000), all=False)
+        finally:
+            await client.aclose()
+
+        def release() -> None:
+            # Gone with the server if it was stopped; else (the stop failed) unpause it.
+            if self.running:
+                self.command("CLIENT", "UNPAUSE")
+
+        return release
+
+    async def keys(self) -> dict[bytes, bytes]:
+        """Every key on the server with its value as text (hash fields, set and sorted
+        set members with their scores, list items, each on a line of its own)."""
+        client = self.client()
+        try:
+            names = sorted([key async for key in client.scan_iter(count=1000)])
+            async with client.pipeline(transaction=False) as pipe:
+                for key in names:
+                    pipe.type(key)
+                kinds = await pipe.execute()
+            async with client.pipeline(transaction=False) as pipe:
+                for key, kind in zip(names, kinds, strict=True):
+                    if kind == b"string":
+                        pipe.get(key)
+                    elif kind == b"hash":
+                        pipe.hgetall(key)
+                    elif kind == b"set":
+                        pipe.smembers(key)
+                    elif kind == b"zset":
+                        pipe.zrange(key, 0, -1, withscores=True)
+                    elif kind == b"list":
+                        pipe.lrange(key, 0, -1)
+                    else:  # a stream, or gone meanwhile: its type is all that is shown
+                        pipe.type(key)
+                values = await pipe.execute()
+        finally:
+            await client.aclose()
+        return {key: _flatten(value) for key, value in zip(names, values, strict=True)}
+
+    async def stored_problems(self, name: str, ledger: Ledger) -> tuple[list[str], str]:
+        from agentsession.stores.redis.keys import registry_key
+
+        stored = await self.keys()
+        prefix = self.key_prefix(name)
+        # A delete frees the conversation's id in a second round trip, best effort: a
+        # claim it left is taken over by the next insert of that id (the store's
+        # ``_take_over``), so it is no orphan of the conversation's data.
+        claims = {
+            registry_key(prefix, conversation.id).encode()
+            for conversation in ledger.conversations.values()
+            if conversation.gone
+        }
+        kept = {key: value for key, value in stored.items() if key not in claims}
+        left = len(stored) - len(kept)
+        return (
+            verify_keys(ledger, kept, prefix.encode()),
+            f"{len(stored)} keys ({left} id claims left by deletes)",
+        )
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError as error:
+            return f"(no server log: {error})"
+
+
+def _flatten(value: Any) -> bytes:
+    """A Redis reply as lines of bytes (what ``RedisServer.keys`` returns per key)."""
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, dict):
+        return b"\n".join(_flatten(k) + b"=" + _flatten(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return b"\n".join(_flatten(item) for item in value)
+    return str(value).encode()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -504,7 +828,8 @@ def _alive(pid: int) -> bool:
 class AppServer:
     """``uvicorn tests.fault_app:app`` on a loopback port, its output in ``log``."""
 
-    def __init__(self, directory: Path, database_url: str, timeout: float) -> None:
+    def __init__(self, directory: Path, settings: Mapping[str, str], timeout: float) -> None:
+        """``settings``: the app's ``SESSION_*`` variables (``Database.app_env``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = directory / "uvicorn.log"
@@ -514,11 +839,16 @@ class AppServer:
                 p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
             ),
             "SESSION_SECRET_KEY": secrets.token_urlsafe(48),
-            "SESSION_DATABASE_URL": database_url,
             "FAULT_SERVICE_TIMEOUT": str(timeout),
         }
-        for name in ("SESSION_SECRET_KEY_FALLBACKS", "WEB_UI_GATEWAY_DATABASE_URL"):
+        for name in (
+            "SESSION_SECRET_KEY_FALLBACKS",
+            "WEB_UI_GATEWAY_DATABASE_URL",
+            "SESSION_TABLE_PREFIX",
+            "SESSION_DATABASE_SCHEMA",
+        ):
             env.pop(name, None)
+        env.update(settings)
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -652,6 +982,14 @@ class Conversation:
     #: "no"; "yes" (the DELETE was acknowledged); "maybe" (it got no 204).
     deleted: Literal["no", "yes", "maybe"] = "no"
     tasks: dict[str, Task] = field(default_factory=dict)
+    #: The status of ``GET /sessions/{id}`` when ``verify_api`` read it back.
+    read_back: int | None = None
+
+    @property
+    def gone(self) -> bool:
+        """Deleted: the DELETE was acknowledged, or it got no answer and the conversation
+        read back as missing (``verify_api`` ran)."""
+        return self.deleted == "yes" or (self.deleted == "maybe" and self.read_back == 404)
 
 
 @dataclass(slots=True)
@@ -939,16 +1277,17 @@ async def verify_api(load: Load, concurrency: int = 8) -> list[str]:
     clients: dict[str, httpx.AsyncClient] = {}
 
     async def check(conversation: Conversation) -> None:
-        if conversation.deleted == "maybe":
-            return
         client = clients[conversation.user]
         sid = conversation.id
         async with limit:
             response = await client.get(f"/sessions/{sid}")
+            conversation.read_back = response.status_code
             if conversation.deleted == "yes":
                 if response.status_code != 404:
                     problems.append(f"deleted conversation {sid}: GET -> {response.status_code}")
                 return
+            if conversation.deleted == "maybe" and response.status_code == 404:
+                return  # the unanswered DELETE went through: all of it is checked as gone
             if response.status_code != 200:
                 problems.append(f"conversation {conversation.name}: GET -> {response.status_code}")
                 return
@@ -988,6 +1327,49 @@ async def verify_api(load: Load, concurrency: int = 8) -> list[str]:
     finally:
         for client in clients.values():
             await client.aclose()
+    return problems
+
+
+def verify_keys(ledger: Ledger, stored: Mapping[bytes, bytes], prefix: bytes) -> list[str]:
+    """Check Redis's keys themselves: every key under the app's ``prefix``, and nothing
+    left of a deleted conversation (its id, its tasks' or its feedback's ids) in any key
+    name or value: no orphan, and a DELETE that got no answer deleted all or nothing.
+
+    ``stored``: every key on the server and its value as text (``RedisServer.keys``).
+    What live conversations hold is checked through the API (``verify_api``).
+    """
+    problems = [
+        f"Redis: key {key[:120]!r} is outside the app's prefix {prefix!r}"
+        for key in stored
+        if not key.startswith(prefix)
+    ]
+    gone = [conversation for conversation in ledger.conversations.values() if conversation.gone]
+    owner: dict[bytes, str] = {}
+    for conversation in gone:
+        owner[conversation.id.encode()] = conversation.name
+        for task in conversation.tasks.values():
+            owner[task.id.encode()] = conversation.name
+    for rating in ledger.feedback:
+        if rating.session_id.encode() in owner:
+            owner[rating.id.encode()] = owner[rating.session_id.encode()]
+    if not owner:
+        return problems
+    # Ids end where no id character follows (task "...-c1-t1" is not in "...-c1-t12").
+    ids = re.compile(
+        b"(?:"
+        + b"|".join(re.escape(i) for i in sorted(owner, key=len, reverse=True))
+        + b")(?![A-Za-z0-9_-])"
+    )
+    found: dict[str, list[str]] = {}
+    for key, value in stored.items():
+        for where, text in (("name", key), ("value", value)):
+            for match in ids.finditer(text):
+                found.setdefault(owner[match[0]], []).append(
+                    f"{match[0].decode()!r} in the {where} of {key[:100]!r}"
+                )
+    for name, places in found.items():
+        shown = "; ".join(sorted(set(places))[:3])
+        problems.append(f"Redis: deleted conversation {name} left {len(places)} trace(s): {shown}")
     return problems
 
 

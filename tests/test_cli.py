@@ -17,7 +17,7 @@ from agentsession.service import SessionService, now_ms
 from agentsession.stores.base import FeedbackRecord, SessionRecord, TaskRecord
 from agentsession.stores.sql import SqlStore
 from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
-from tests.databases import sql_service
+from tests.databases import redis_namespace, sql_service
 
 pytestmark = pytest.mark.anyio
 
@@ -339,3 +339,21 @@ def test_a_refusing_database_is_one_line(tmp_path: Path, case: str, command: str
     assert re.fullmatch(f"{expected}\n", result.err), result.err
     assert result.out == ""
     assert "secretpw" not in result.err
+
+
+async def test_redis_prunes_and_has_nothing_to_migrate() -> None:
+    """On Redis ``prune`` works (under the app's key prefix); ``migrate`` and ``stats``
+    say why they do not apply."""
+    async with redis_namespace() as (url, prefix):
+        table_prefix = prefix.replace("-", "_").rstrip(":")[:12] + "_"
+        variables = {"SESSION_DATABASE_URL": url, "SESSION_TABLE_PREFIX": table_prefix}
+        pruned = await agentsession("prune", "--dry-run", "--no-progress", **variables)
+        assert pruned.status == 0, pruned
+        assert "would delete" in pruned.out
+        for command in ("migrate", "stats"):
+            refused = await agentsession(command, **variables)
+            assert refused.status == 2, refused
+            assert refused.err.strip() == (
+                f"agentsession: {command} works on a SQL database; Redis "
+                "keeps no schema to migrate and no tables to count (prune works on Redis too)"
+            )

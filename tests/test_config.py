@@ -712,3 +712,52 @@ def test_secret_errors_hide_the_value(section: str, key: str, value: object) -> 
 def test_config_error_is_a_value_error() -> None:
     with pytest.raises(ValueError, match=r"data_retention\.batch_size"):
         build(data_retention={"batch_size": 0})
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis"),
+        ("rediss://user:pw@cache.example.com:6380/2", "redis"),
+        ("unix:///run/redis.sock?db=1", "redis"),
+        ("REDIS://host/0", "redis"),
+        ("postgresql://db/app", "sql"),
+        ("sqlite:///x.db", "sql"),
+    ],
+)
+def test_the_database_urls_scheme_picks_the_store(url: str, kind: str) -> None:
+    config = AgentSessionConfig.from_mapping({}, env={"SESSION_DATABASE_URL": url})
+    assert (config.session_service.type, config.session_service.database_url) == (kind, url)
+
+
+@pytest.mark.parametrize(
+    ("service", "message"),
+    [
+        (
+            {"type": "sql", "database_url": "redis://h/0"},
+            "session_service.type is 'sql', but session_service.database_url is a Redis URL; "
+            "set session_service.type to 'redis'",
+        ),
+        (
+            {"type": "redis", "database_url": "postgresql://db/app"},
+            "session_service.type is 'redis', but session_service.database_url is a SQL "
+            "database URL; set session_service.type to 'sql'",
+        ),
+        (
+            {"type": "redis"},
+            "session_service.database_url is required when session_service.type is 'redis' "
+            "(set it in the file or with SESSION_DATABASE_URL)",
+        ),
+        (
+            {"type": "redis", "database_url": "redis://h/0", "schema": "data"},
+            "session_service.schema: 'data' is set, but only PostgreSQL has schemas and "
+            "session_service.type is 'redis'",
+        ),
+    ],
+)
+def test_a_store_type_that_does_not_fit_the_url_is_refused(
+    service: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        AgentSessionConfig.from_mapping({"session_service": service}, env={})
+    assert str(raised.value) == message

@@ -14,6 +14,7 @@ import textwrap
 import warnings
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -132,6 +133,7 @@ async def _conversations(client: httpx.AsyncClient) -> None:
     for name in ("first", "second"):
         created = await client.post("/api/sessions", json={"name": name})
         assert created.status_code == 201, created.text
+        await anyio.sleep(0.005)  # "second" is newer by the clock, not by a tie on id
     listed = await client.get("/api/sessions")
     assert [item["name"] for item in listed.json()["data"]] == ["second", "first"]
     written = await client.post("/count")

@@ -2,7 +2,9 @@
 
 The flow: the server runs as its own process with ``SESSION_DATABASE_URL`` pointing at
 a fresh PostgreSQL database; the client keeps its cookies across a restart of that
-process, as a browser does, and the rows are read back from the database itself.
+process, as a browser does, and the rows are read back from the database itself. On
+Redis (``AGENTSESSION_TEST_REDIS_URL``) under a key prefix of the test's own
+(``SESSION_TABLE_PREFIX``), a conversation survives a restart of the app the same way.
 
 The bodies: the agent's route refuses a 50 MB body before it is sent (declared), or
 while it is still being sent (chunked), without the server ever holding it; and a
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import secrets
 import select
 import socket
 import time
@@ -26,7 +29,7 @@ import httpx
 import pytest
 
 from agentsession.api import DEFAULT_MAX_BODY_SIZE
-from tests.databases import fresh_database
+from tests.databases import fresh_database, server_url
 from tests.example_server import ExampleServer
 
 pytestmark = pytest.mark.anyio
@@ -129,6 +132,55 @@ async def test_chat_rename_rate_restart_on_postgresql(tmp_path: Path) -> None:
             assert [row["rating"] for row in feedback] == ["down", "up"]
         finally:
             await connection.close()
+
+
+async def test_a_conversation_survives_a_restart_on_redis(tmp_path: Path) -> None:
+    from redis.asyncio import Redis
+
+    url = server_url("AGENTSESSION_TEST_REDIS_URL")
+    table_prefix = f"ex_{secrets.token_hex(4)}_"  # keys: <table_prefix>agentsession:...
+    keys = f"{table_prefix}agentsession:*"
+    redis = Redis.from_url(url)
+    server = ExampleServer(
+        tmp_path, env={"SESSION_DATABASE_URL": url, "SESSION_TABLE_PREFIX": table_prefix}
+    )
+    try:
+        await anyio.to_thread.run_sync(server.start)
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as alice:
+            first = (await ok(await alice.post(f"{API}/sessions", json={}), 201))["id"]
+            hello = await say(alice, first, "Hello agent")
+            await ok(await alice.patch(f"{API}/sessions/{first}", json={"name": "On Redis"}))
+            body = {"taskId": hello["taskId"], "sessionId": first, "feedbackType": "up"}
+            await ok(await alice.post(f"{API}/feedback", json=body), 201)
+            assert [key async for key in redis.scan_iter(match=keys)], "no key under the prefix"
+
+            await anyio.to_thread.run_sync(server.stop)
+            await anyio.to_thread.run_sync(server.start)
+
+            current = await ok(await alice.get(f"{API}/session/current"))
+            assert current["sessionId"] == first
+            listed = (await ok(await alice.get(f"{API}/sessions")))["data"]
+            assert [(item["id"], item["name"]) for item in listed] == [(first, "On Redis")]
+            tasks = (await ok(await alice.get(f"{API}/sessions/{first}/chat-tasks")))["data"]
+            assert tasks == [hello]
+            ratings = (await ok(await alice.get(f"{API}/feedback?sessionId={first}")))["data"]
+            assert [(item["taskId"], item["feedbackType"]) for item in ratings] == [
+                (hello["taskId"], "up")
+            ]
+            more = await say(alice, first, "Still here after the restart")
+            tasks = (await ok(await alice.get(f"{API}/sessions/{first}/chat-tasks")))["data"]
+            assert tasks == [hello, more]
+        assert not (tmp_path / ".agentsession" / "example.db").exists()
+    finally:
+        try:
+            await anyio.to_thread.run_sync(server.stop)
+        finally:
+            try:
+                found = [key async for key in redis.scan_iter(match=keys, count=1000)]
+                for start in range(0, len(found), 500):
+                    await redis.unlink(*found[start : start + 500])
+            finally:
+                await redis.aclose()
 
 
 @pytest.fixture

@@ -2,25 +2,28 @@
 
 The app (``tests/fault_app.py``: the HTTP API, a service timeout of ``TIMEOUT`` s) runs
 under a real uvicorn process over a database server of the suite's own: a PostgreSQL
-cluster made with ``pg_createcluster`` and a ``mariadbd`` with its own datadir (see
-``tests/faults.py``). Eight clients write conversations, chat tasks and feedback
-through it for ``BEFORE`` s. Then a connection of the test's locks every conversation
-row for ``LOCK_WAIT`` s, so that writes are waiting inside the database, mid-transaction,
-and the server is stopped under them (PostgreSQL ``-m fast`` / ``-m immediate``,
-MariaDB SIGTERM / SIGKILL), stays down ``OUTAGE`` s, is started again, and the load
-goes on ``AFTER`` s more. Then:
+cluster made with ``pg_createcluster``, a ``mariadbd`` with its own datadir and a
+``redis-server`` with its own directory and append-only file (see ``tests/faults.py``).
+Eight clients write conversations, chat tasks and feedback through it for ``BEFORE`` s.
+Then a connection of the test's holds the writes for ``LOCK_WAIT`` s (SQL: it locks
+every conversation row; Redis: ``CLIENT PAUSE ... WRITE``), so that writes are waiting
+inside the database, mid-transaction, and the server is stopped under them (PostgreSQL
+``-m fast`` / ``-m immediate``, MariaDB and Redis SIGTERM / SIGKILL), stays down
+``OUTAGE`` s, is started again, and the load goes on ``AFTER`` s more. Then:
 
 * every response was 2xx, or 503 with ``Retry-After``; none was missing (no reset,
   no refused or dropped connection: the app's server stayed up throughout);
 * no request took longer than ``TIMEOUT + SLACK`` s;
 * a write was acknowledged within ``RECOVERY`` s of the database accepting
-  connections again;
-* every acknowledged write is there, read back through the API and in the tables;
-  every stored chat task is one whole version that was sent, no feedback or task
-  outlives its conversation or task.
+  connections again (Redis: answering ``PING``);
+* every acknowledged write is there, read back through the API and in the tables
+  (Redis: in the keys); every stored chat task is one whole version that was sent, no
+  feedback or task outlives its conversation or task, and a DELETE that got no answer
+  deleted all of the conversation or none of it.
 
-The servers need root (as CI runs); elsewhere without it the suite skips, in CI
-(``CI`` set) it fails. Run alone: ``CI=true pytest tests/test_faults.py``.
+The SQL servers need root (as CI runs); elsewhere without it, or without
+``redis-server``, the suite skips, in CI (``CI`` set) it fails. Run alone:
+``CI=true pytest tests/test_faults.py``.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ from tests.faults import (
     Call,
     Conversation,
     Database,
+    Feedback,
     Ledger,
     Load,
     MariaDBServer,
     PostgresCluster,
+    RedisServer,
     Task,
     bad_calls,
     feedback_body,
@@ -57,6 +62,7 @@ from tests.faults import (
     tail,
     task_body,
     verify_api,
+    verify_keys,
     verify_rows,
 )
 
@@ -107,9 +113,23 @@ def mariadb_server() -> Iterator[MariaDBServer]:
         server.remove()
 
 
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the module's own, running; killed and its directory removed."""
+    available, reason = RedisServer.available()
+    require(available, reason)
+    RedisServer.drop_stale()
+    server = RedisServer.make()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 @pytest.fixture
 def database(request: pytest.FixtureRequest) -> Database:
-    """The server of the scenario's kind (``postgresql`` or ``mariadb``)."""
+    """The server of the scenario's kind (``postgresql``, ``mariadb`` or ``redis``)."""
     server: Database = request.getfixturevalue(f"{request.param}_server")
     return server
 
@@ -119,6 +139,8 @@ SCENARIOS = [
     pytest.param("postgresql", "immediate", id="postgresql-stop-immediate"),
     pytest.param("mariadb", "TERM", id="mariadb-sigterm"),
     pytest.param("mariadb", "KILL", id="mariadb-sigkill"),
+    pytest.param("redis", "TERM", id="redis-sigterm"),
+    pytest.param("redis", "KILL", id="redis-sigkill"),
 ]
 
 
@@ -149,7 +171,7 @@ async def outage_under_load(database: Database, mode: str, load: Load, name: str
     workers = asyncio.create_task(load.run(stop))
     try:
         await asyncio.sleep(BEFORE)
-        release = await database.lock_conversations(name)
+        release = await database.hold_writes(name)
         try:
             await asyncio.sleep(LOCK_WAIT)
             down = time.monotonic()
@@ -210,9 +232,9 @@ def _coverage(calls: list[Call], outage: Outage) -> list[str]:
 
 @pytest.mark.parametrize(("database", "mode"), SCENARIOS, indirect=["database"])
 async def test_database_outage_under_load(database: Database, mode: str, tmp_path: Path) -> None:
-    name = f"agentsession_fault_{secrets.token_hex(4)}"
-    await database.execute(f"CREATE DATABASE {name}")
-    app = AppServer(tmp_path, database.url(name), TIMEOUT)
+    name = f"fault_{secrets.token_hex(4)}"
+    await database.create_database(name)
+    app = AppServer(tmp_path, database.app_env(name), TIMEOUT)
     exit_code: int | None = 0
     try:
         await asyncio.to_thread(app.start)
@@ -220,24 +242,13 @@ async def test_database_outage_under_load(database: Database, mode: str, tmp_pat
         load = Load(app.url, ledger)
         outage = await outage_under_load(database, mode, load, name)
         api_problems = await verify_api(load)
-        sessions, tasks, feedback = [
-            await database.rows(name, f"SELECT {columns} FROM {table}")
-            for table, columns in (
-                ("sessions", "id, user_id, name"),
-                (
-                    "chat_tasks",
-                    "id, session_id, user_id, user_message, message_bubbles, task_metadata",
-                ),
-                ("feedback", "id, session_id, task_id, user_id, rating, comment"),
-            )
-        ]
-        sql_problems = verify_rows(ledger, sessions, tasks, feedback)
+        stored_problems, checked = await database.stored_problems(name, ledger)
     finally:
         exit_code = await asyncio.to_thread(app.stop)
         if not database.running:
             await asyncio.to_thread(database.start)
         with contextlib.suppress(Exception):
-            await database.execute(f"DROP DATABASE IF EXISTS {name}")
+            await database.drop_database(name)
 
     failures: list[str] = []
     limit = TIMEOUT + SLACK
@@ -257,7 +268,10 @@ async def test_database_outage_under_load(database: Database, mode: str, tmp_pat
     failures += _coverage(ledger.calls, outage)
     failures += _section("unusable 2xx bodies", ledger.problems)
     failures += _section("read back through the API", api_problems)
-    failures += _section("read back from the tables", sql_problems)
+    failures += _section(
+        "read back from the keys" if database.kind == "redis" else "read back from the tables",
+        stored_problems,
+    )
     if exit_code != 0:
         failures.append(f"uvicorn did not exit cleanly on Ctrl-C (status {exit_code})")
     acked_tasks = sum(1 for task in ledger.tasks.values() if task.acked)
@@ -265,7 +279,7 @@ async def test_database_outage_under_load(database: Database, mode: str, tmp_pat
         f"{database.kind} stopped with {mode}: {outage.describe()}",
         f"{len(ledger.calls)} requests ({status_counts(ledger.calls)}); acknowledged: "
         f"{len(ledger.conversations)} conversations, {acked_tasks} chat tasks, "
-        f"{len(ledger.feedback)} feedback; {len(tasks)} chat task rows checked",
+        f"{len(ledger.feedback)} feedback; {checked} checked",
     ]
     print("\n".join(header))  # shown with -rP, or -s
     if failures:
@@ -363,6 +377,38 @@ def test_verify_rows_finds_lost_partial_and_orphan_rows() -> None:
     for text in expected:
         assert any(text in problem for problem in problems), (text, problems)
     assert not any(repr(whole.id) in problem for problem in problems), problems
+
+
+def test_verify_keys_finds_strays_and_what_deleted_conversations_left() -> None:
+    user = "fault-x-w0"
+    prefix = b"fault_ab_agentsession:"
+    ledger = Ledger()
+    live = Conversation("sLive", user, f"{user}-c1")
+    gone = Conversation("sGone", user, f"{user}-c2", deleted="yes")
+    unanswered = Conversation("sMaybe", user, f"{user}-c3", deleted="maybe", read_back=404)
+    kept = Conversation("sKept", user, f"{user}-c4", deleted="maybe", read_back=200)
+    for conversation in (live, gone, unanswered, kept):
+        ledger.conversations[conversation.id] = conversation
+        task = Task(f"{conversation.name}-t1", conversation.id, user, sent=1, acked=1)
+        conversation.tasks[task.id] = ledger.tasks[task.id] = task
+    ledger.feedback.append(Feedback("fbGone", user, gone.id, f"{gone.name}-t1"))
+    tag = prefix + b"{u:" + user.encode() + b"}"
+    stored = {
+        tag + b":S": b"0001sLive\n0002sKept",
+        tag + b":t:sLive": f"{live.name}-t1={{...}}\n{live.name}-t12=...".encode(),
+        tag + b":t:sKept": f"{kept.name}-t1={{...}}".encode(),
+        tag + b":th": f"{gone.name}-t1=sGone".encode(),  # a task home left behind
+        tag + b":F": b"0003fbGone",  # feedback left behind
+        prefix + b"{i:sMaybe}": user.encode(),  # half of an unanswered DELETE
+        b"other:key": b"x",
+    }
+    problems = verify_keys(ledger, stored, prefix)
+    assert len(problems) == 3, problems
+    assert "key b'other:key' is outside the app's prefix" in problems[0], problems
+    assert f"deleted conversation {gone.name} left 3 trace(s)" in problems[1], problems
+    assert f"'{gone.name}-t1' in the value of" in problems[1], problems
+    assert f"deleted conversation {unanswered.name} left 1 trace(s)" in problems[2], problems
+    assert "'sMaybe' in the name of b'fault_ab_agentsession:{i:sMaybe}'" in problems[2], problems
 
 
 def test_log_summary_names_each_escaped_exception_and_its_cause() -> None:

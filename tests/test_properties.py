@@ -45,9 +45,16 @@ from agentsession.openapi import OPERATIONS
 from agentsession.service import encode_cursor
 from agentsession.stores.base import Page
 from agentsession.stores.memory import MemoryStore
+from agentsession.stores.redis import RedisStore
 from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
 from tests.apps import SECRET, client_for
-from tests.databases import fresh_database, sql_service, store_of
+from tests.databases import (
+    fresh_database,
+    redis_namespace,
+    redis_service,
+    sql_service,
+    store_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -159,6 +166,12 @@ class Api:
         """Every stored conversation, chat task and feedback row, comparable with ==."""
         if self.backend == "memory":
             return await self._listed()
+        if self.backend == "redis":
+            store = self.service.store
+            assert isinstance(store, RedisStore)
+            dump = await store._dump()
+            assert dump["problems"] == []
+            return dump
         engine = store_of(self.service).engine
         async with engine.connect() as connection:
             return [
@@ -191,6 +204,9 @@ async def api(backend: str, tmp_path: Path) -> AsyncIterator[Api]:
     async with AsyncExitStack() as stack:
         if backend == "memory":
             service = SessionService(MemoryStore(), ttl=TTL)
+        elif backend == "redis":
+            url, prefix = await stack.enter_async_context(redis_namespace())
+            service = redis_service(url, prefix, ttl=TTL)
         else:
             url = await stack.enter_async_context(fresh_database(backend, tmp_path))
             service = sql_service(url, ttl=TTL)
@@ -283,7 +299,7 @@ def percent(raw: bytes) -> str:
     return "".join(f"%{byte:02X}" for byte in raw)
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mysql"])
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mysql", "redis"])
 async def test_tampered_cursors_are_422_naming_cursor(api: Api) -> None:
     before = await api.snapshot()
     for app, client in api.clients.items():
@@ -296,7 +312,7 @@ async def test_tampered_cursors_are_422_naming_cursor(api: Api) -> None:
     assert await api.snapshot() == before
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mysql"])
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mysql", "redis"])
 async def test_cursors_at_the_edges_of_the_range_are_valid(api: Api) -> None:
     """The widest keys a cursor may hold, padded or not, are pages (maybe empty)."""
     keys = [(2**63 - 1, "a"), (-(2**63), "z"), (0, "\U0010ffff" * 255), (1, "\u00e9 \t")]
@@ -310,7 +326,7 @@ async def test_cursors_at_the_edges_of_the_range_are_valid(api: Api) -> None:
                 assert set(response.json()) == {"data", "meta"}
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mysql"])
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mysql", "redis"])
 async def test_pages_past_ids_that_make_long_cursors(api: Api) -> None:
     """A task id of 255 characters that JSON escapes (each up to 12 bytes) is a page
     boundary like any other: the cursor made for it is taken back."""
@@ -704,7 +720,7 @@ async def test_any_request_is_answered_cleanly(api: Api, call: Call) -> None:
     await check(api, call)
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+@pytest.mark.parametrize("backend", ["postgresql", "mysql", "redis"])
 @SERVER
 @given(call=calls())
 async def test_any_request_is_answered_cleanly_on_servers(api: Api, call: Call) -> None:
@@ -729,7 +745,7 @@ async def test_any_cursor_is_a_page_or_422(api: Api, route: str, cursor: str) ->
     await check_cursor(api, route, cursor)
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+@pytest.mark.parametrize("backend", ["postgresql", "mysql", "redis"])
 @SERVER_CURSORS
 @given(route=st.sampled_from(LIST_ROUTES), cursor=cursor_text())
 async def test_any_cursor_is_a_page_or_422_on_servers(api: Api, route: str, cursor: str) -> None:

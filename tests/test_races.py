@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from agentsession import SessionService
 from agentsession.stores.memory import MemoryStore
+from agentsession.stores.redis import RedisStore
 from agentsession.stores.sql import SqlStore
 from tests.apps import client_for
 from tests.test_api import PREFIX, fastapi_app
@@ -56,6 +57,14 @@ async def rows_of(service: SessionService, session_id: str) -> dict[str, int]:
             "task homes without their conversation": sum(
                 home not in kept for home in store._task_home.values()
             ),
+        }
+    if isinstance(store, RedisStore):
+        dump = await store._dump()
+        return {
+            "conversation": int(session_id in dump["sessions"]),
+            "task homes": sum(home == session_id for home in dump["task_homes"].values()),
+            "feedback": sum(item.session_id == session_id for item in dump["feedback"].values()),
+            "inconsistencies": len(dump["problems"]),
         }
     assert isinstance(store, SqlStore)
     found: dict[str, int] = {}

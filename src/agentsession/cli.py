@@ -46,12 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        if config.session_service.type != "sql":
+        kind = config.session_service.type
+        if kind == "memory":
             raise _Failed(
                 2,
-                f"{args.command} works on a SQL database, but session_service.type is "
+                f"{args.command} works on a database, but session_service.type is "
                 "'memory' (its data lives inside each app process): set "
                 "SESSION_DATABASE_URL or session_service.database_url",
+            )
+        if kind == "redis" and args.command != "prune":
+            raise _Failed(
+                2,
+                f"{args.command} works on a SQL database; Redis keeps no schema to migrate "
+                "and no tables to count (prune works on Redis too)",
             )
         command = {"migrate": _migrate, "prune": _prune, "stats": _stats}[args.command]
         return asyncio.run(_settled(command(config, args)))
@@ -200,7 +207,8 @@ async def _check_migrated(config: AgentSessionConfig) -> None:
 
 
 async def _prune(config: AgentSessionConfig, args: argparse.Namespace) -> int:
-    await _check_migrated(config)
+    if config.session_service.type == "sql":
+        await _check_migrated(config)
     retention = config.data_retention
     show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
     async with SessionService.from_config(config) as service:

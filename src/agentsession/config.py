@@ -27,6 +27,7 @@ __all__ = [
     "config_from_mapping",
     "cookie_config",
     "cookie_environment",
+    "is_redis_url",
     "load_config",
     "parse_duration",
 ]
@@ -59,9 +60,9 @@ class CookieConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceConfig:
-    """Where conversations live: ``memory``, or ``sql`` at ``database_url``."""
+    """Where conversations live: ``memory``, or ``sql`` / ``redis`` at ``database_url``."""
 
-    type: Literal["memory", "sql"] = "memory"
+    type: Literal["memory", "sql", "redis"] = "memory"
     database_url: str | None = field(default=None, repr=False)  # may hold a password
     ttl: int | None = None
     pool_size: int = 10
@@ -114,11 +115,25 @@ class AgentSessionConfig:
         }
         config = cls(**built)
         service = config.session_service
-        if service.type == "sql" and not service.database_url:
+        if service.type != "memory" and not service.database_url:
             raise ConfigError(
-                "session_service.database_url is required when session_service.type is 'sql' "
-                "(set it in the file or with SESSION_DATABASE_URL)"
+                "session_service.database_url is required when session_service.type is "
+                f"{service.type!r} (set it in the file or with SESSION_DATABASE_URL)"
             )
+        if service.schema is not None and service.type != "sql":
+            raise ConfigError(
+                f"session_service.schema: {service.schema!r} is set, but only PostgreSQL has "
+                f"schemas and session_service.type is {service.type!r}"
+            )
+        if service.database_url and service.type != "memory":
+            redis_url = is_redis_url(service.database_url)
+            if redis_url != (service.type == "redis"):
+                want = "redis" if redis_url else "sql"
+                raise ConfigError(
+                    f"session_service.type is {service.type!r}, but session_service.database_url "
+                    f"is {'a Redis' if redis_url else 'a SQL database'} URL; set "
+                    f"session_service.type to {want!r}"
+                )
         return config
 
 
@@ -252,7 +267,8 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
     for var in ("SESSION_DATABASE_URL", "WEB_UI_GATEWAY_DATABASE_URL"):
         if (url := get(var)) is not None:
             out["session_service"]["database_url"] = (url, var)
-            out["session_service"]["type"] = ("sql", var)
+            kind = "redis" if is_redis_url(url) else "sql"
+            out["session_service"]["type"] = (kind, var)
             break
     for var, key in (
         ("SESSION_TABLE_PREFIX", "table_prefix"),
@@ -292,6 +308,15 @@ def cookie_environment(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     parsers = _SECTIONS["session"]
     raw = _session_overrides(os.environ if env is None else env)
     return {key: parsers[key](value, label) for key, (value, label) in raw.items()}
+
+
+#: The URL schemes of a Redis server (``unix://`` is redis-py's Unix socket form).
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def is_redis_url(url: str) -> bool:
+    """Whether ``url`` names a Redis server rather than a SQL database."""
+    return url.strip().partition("://")[0].lower() in REDIS_SCHEMES
 
 
 #: The longest table prefix: every name built from it (``fk_<p>feedback_task_id_<p>
@@ -506,7 +531,7 @@ _SECTIONS: dict[str, dict[str, _Parser]] = {
         "refresh_after": _nullable_duration,
     },
     "session_service": {
-        "type": lambda v, k: _choice(v, k, ("memory", "sql")),
+        "type": lambda v, k: _choice(v, k, ("memory", "sql", "redis")),
         "database_url": lambda v, k: _optional_str(v, k, secret=True),
         "ttl": _nullable_duration,
         "pool_size": _at_least_one,

@@ -83,7 +83,13 @@ class SessionService:
         """The service ``config.session_service`` describes (memory or sql); not started."""
         service = config.session_service if isinstance(config, AgentSessionConfig) else config
         store: Store
-        if service.type == "sql":
+        if service.type == "redis":
+            from agentsession.stores.redis import RedisStore
+
+            assert service.database_url is not None  # the config validated it
+            prefix = f"{service.table_prefix}agentsession:"
+            store = RedisStore(service.database_url, pool_size=service.pool_size, key_prefix=prefix)
+        elif service.type == "sql":
             from agentsession.stores.sql import SqlStore
 
             assert service.database_url is not None  # the config validated it

@@ -189,7 +189,7 @@ class SessionMiddleware:
         settings = config or AgentSessionConfig.from_mapping({})
         self._settings = settings
         # Persistence only when asked for: a cookie-only app never imports a store.
-        if service is not None or config is not None or settings.session_service.type == "sql":
+        if service is not None or config is not None or settings.session_service.type != "memory":
             from agentsession.persistence import Persistence
 
             if service is not None:
