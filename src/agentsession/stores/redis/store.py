@@ -179,7 +179,7 @@ class RedisStore:
             ) from None
         if not isinstance(key_prefix, str) or "{" in key_prefix or "}" in key_prefix:
             raise ConfigError(
-                f"session_service.key_prefix: {key_prefix!r} may not contain '{{' or '}}' "
+                f"RedisStore key_prefix: {key_prefix!r} may not contain '{{' or '}}' "
                 "(they would change the keys' Redis Cluster hash slot)"
             )
         if type(pool_size) is not int or pool_size < 1:
