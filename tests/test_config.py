@@ -761,3 +761,32 @@ def test_a_store_type_that_does_not_fit_the_url_is_refused(
     with pytest.raises(ConfigError) as raised:
         AgentSessionConfig.from_mapping({"session_service": service}, env={})
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(3, 3.0), (2.5, 2.5), ("2.5", 2.5), ("3s", 3.0), ("1m", 60.0)]
+)
+def test_the_store_call_timeout(value: object, seconds: float) -> None:
+    config = AgentSessionConfig.from_mapping({"session_service": {"timeout": value}}, env={})
+    assert config.session_service.timeout == seconds
+    assert AgentSessionConfig.from_mapping({}, env={}).session_service.timeout == 10.0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "session_service.timeout: must be greater than 0, got 0"),
+        ("0s", "session_service.timeout: must be greater than 0, got '0s'"),
+        ("nan", "session_service.timeout: expected a number, got 'nan'"),
+        (None, "session_service.timeout: expected a number, got None"),
+        (
+            "soon",
+            "session_service.timeout: expected a duration: whole seconds or a number with s, "
+            "m, h or d, got 'soon'",
+        ),
+    ],
+)
+def test_a_bad_store_call_timeout_is_refused(value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        AgentSessionConfig.from_mapping({"session_service": {"timeout": value}}, env={})
+    assert str(raised.value) == message

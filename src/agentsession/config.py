@@ -66,6 +66,8 @@ class ServiceConfig:
     database_url: str | None = field(default=None, repr=False)  # may hold a password
     ttl: int | None = None
     pool_size: int = 10
+    #: Seconds a store call may take before it fails with ``StoreUnavailable`` (a 503).
+    timeout: float = 10.0
     #: Names the SQL tables ``<prefix>sessions`` etc., beside an app's own tables.
     table_prefix: str = ""
     #: PostgreSQL only: the schema that holds the tables (created if missing).
@@ -497,6 +499,25 @@ def _https_only(value: object, key: str) -> bool | str:
     raise _fail(key, value, "expected true, false or 'auto'")
 
 
+def _seconds(value: object, key: str) -> float:
+    """A positive number of seconds, fractions allowed: ``3``, ``2.5``, ``"2.5s"``, ``"1m"``."""
+    if isinstance(value, str):
+        text = value.strip()
+        number = text[:-1] if text.endswith("s") else text
+        try:
+            seconds = float(number)
+        except ValueError:
+            whole = parse_duration(text, key)  # "1m", "1h": whole units
+            assert whole is not None
+            seconds = float(whole)
+        if not math.isfinite(seconds):
+            raise _fail(key, value, "expected a number")
+        if seconds <= 0:
+            raise _fail(key, value, "must be greater than 0")
+        return seconds
+    return _positive_float(value, key)
+
+
 def _nullable_duration(value: object, key: str) -> int | None:
     return parse_duration(value, key, allow_none=True)
 
@@ -535,6 +556,7 @@ _SECTIONS: dict[str, dict[str, _Parser]] = {
         "database_url": lambda v, k: _optional_str(v, k, secret=True),
         "ttl": _nullable_duration,
         "pool_size": _at_least_one,
+        "timeout": _seconds,
         "table_prefix": lambda v, k: check_prefix(v, k),
         "schema": lambda v, k: check_schema(v, k),
     },

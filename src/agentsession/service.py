@@ -104,7 +104,7 @@ class SessionService:
 
             retention = config.data_retention if isinstance(config, AgentSessionConfig) else None
             store = MemoryStore(retention=retention)
-        return cls(store, ttl=service.ttl)
+        return cls(store, ttl=service.ttl, timeout=service.timeout)
 
     async def start(self) -> None:
         """Make the store ready (run migrations); safe to call more than once.
