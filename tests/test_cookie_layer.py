@@ -173,6 +173,23 @@ def test_memory_store_through_the_middleware_on(backend: str) -> None:
     assert middleware_of(app).retention is None  # the memory store sweeps itself
 
 
+def test_a_redis_store_under_trio_refuses_to_start() -> None:
+    pytest.importorskip("redis")  # the oldest-Starlette run installs no redis-py
+    config = AgentSessionConfig.from_mapping(
+        {
+            "session": {"secret_key": SECRET},
+            "session_service": {"type": "redis", "database_url": "redis://127.0.0.1:1/0"},
+        },
+        env={},
+    )
+    app = Starlette(middleware=[Middleware(SessionMiddleware, config=config)])
+    with (
+        pytest.raises(ConfigError, match=r"RedisStore needs asyncio.*runs on trio"),
+        TestClient(app, backend="trio"),
+    ):
+        pass
+
+
 def test_a_sql_store_under_trio_refuses_to_start(tmp_path: Any) -> None:
     config = AgentSessionConfig.from_mapping(
         {

@@ -117,8 +117,8 @@ class SessionService:
         if getattr(self.store, "requires_asyncio", False) and library != "asyncio":
             raise ConfigError(
                 f"{type(self.store).__name__} needs asyncio, but this app runs on {library}: "
-                "run it on asyncio (the SQL store is built on SQLAlchemy's async engine), "
-                "or use the memory store"
+                "run it on asyncio (the SQL and Redis stores are built on SQLAlchemy's and "
+                "redis-py's asyncio clients), or use the memory store"
             )
         if self._start_lock is None:
             self._start_lock = anyio.Lock()
