@@ -351,11 +351,100 @@ class PostgresCluster(SqlServer):
             return f"(no server log: {error})"
 
 
-class MariaDBServer(SqlServer):
+class _ServerProcess:
+    """A database server of the suite's own, run as a child process with its log in
+    ``log_path``: started until ``_ready``, stopped by signal, killed at teardown."""
+
+    program = ""  # the executable's name, in messages
+    modes = ("TERM", "KILL")
+    #: Whether a SIGTERM must end in exit status 0.
+    clean_exit = False
+
+    directory: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None
+
+    def _ready(self) -> bool:
+        """A blocking check that the server takes requests."""
+        raise NotImplementedError
+
+    def _launch(self, argv: list[str], *, poll: float) -> None:
+        """Start ``argv`` and wait until the server is ready (or fail with its log)."""
+        assert self.process is None, "already running"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C of pytest reaches the fixtures only
+            )
+        deadline = time.monotonic() + SERVER_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                code, self.process = self.process.returncode, None
+                raise AssertionError(f"{self.program} exited with {code}:\n{tail(self.log(), 40)}")
+            if self._ready():
+                return
+            time.sleep(poll)
+        self.kill()
+        raise AssertionError(
+            f"{self.program} did not start in {SERVER_TIMEOUT} s:\n{tail(self.log(), 40)}"
+        )
+
+    def stop(self, mode: str) -> None:
+        assert mode in self.modes, mode
+        process, self.process = self.process, None
+        assert process is not None, "not running"
+        process.send_signal(signal.SIGTERM if mode == "TERM" else signal.SIGKILL)
+        try:
+            code = process.wait(SERVER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(
+                f"{self.program} ignored SIGTERM:\n{tail(self.log(), 40)}"
+            ) from None
+        if self.clean_exit and mode == "TERM" and code != 0:
+            raise AssertionError(f"{self.program} exited with {code}:\n{tail(self.log(), 40)}")
+
+    def kill(self) -> None:
+        """Make sure the server is gone (fixture teardown)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def remove(self) -> None:
+        """Kill the server if it runs and delete its directory."""
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError as error:
+            return f"(no server log: {error})"
+
+
+def _stale_directories(prefix: str) -> list[Path]:
+    """The directories ``<prefix><pid>-...`` of runs of this suite that are gone."""
+    stale = []
+    for directory in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        owner = directory.name[len(prefix) :].split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            stale.append(directory)
+    return stale
+
+
+class MariaDBServer(_ServerProcess, SqlServer):
     """``mariadbd`` on a datadir and a port of its own under ``directory``."""
 
     kind = "mariadb"
-    modes = ("TERM", "KILL")
+    program = "mariadbd"
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -384,21 +473,13 @@ class MariaDBServer(SqlServer):
     @staticmethod
     def drop_stale() -> None:
         """Stop the servers and remove the datadirs a killed run of this suite left behind."""
-        for directory in Path(tempfile.gettempdir()).glob(f"{MARIADB_PREFIX}*-*"):
-            owner = directory.name[len(MARIADB_PREFIX) :].split("-", 1)[0]
-            if not owner.isdigit() or _alive(int(owner)):
-                continue
+        for directory in _stale_directories(MARIADB_PREFIX):
             with contextlib.suppress(OSError, ValueError):
                 pid = int((directory / "mariadbd.pid").read_text().split()[0])
                 # Only the server of that very datadir, by its pid.
                 if str(directory) in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
                     os.kill(pid, signal.SIGKILL)
             shutil.rmtree(directory, ignore_errors=True)
-
-    def remove(self) -> None:
-        """Kill the server if it runs and delete its directory."""
-        self.kill()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     def install(self) -> None:
         run(
@@ -413,44 +494,28 @@ class MariaDBServer(SqlServer):
         )
 
     def start(self) -> None:
-        assert self.process is None, "already running"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    MARIADBD,
-                    "--no-defaults",
-                    f"--datadir={self.datadir}",
-                    f"--port={self.port}",
-                    f"--socket={self.socket}",
-                    f"--pid-file={self.directory / 'mariadbd.pid'}",
-                    "--bind-address=127.0.0.1",
-                    "--user=root",
-                    "--skip-log-bin",
-                    "--skip-name-resolve",
-                    "--innodb-buffer-pool-size=32M",
-                    "--innodb-flush-log-at-trx-commit=2",
-                    "--innodb-buffer-pool-dump-at-shutdown=0",
-                    "--innodb-buffer-pool-load-at-startup=0",
-                    "--max-connections=200",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C of pytest reaches the fixtures only
-            )
-        deadline = time.monotonic() + SERVER_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code, self.process = self.process.returncode, None
-                raise AssertionError(f"mariadbd exited with {code}:\n{tail(self.log(), 40)}")
-            if self._ping():
-                return
-            time.sleep(0.05)
-        self.kill()
-        raise AssertionError(
-            f"mariadbd did not start in {SERVER_TIMEOUT} s:\n{tail(self.log(), 40)}"
+        self._launch(
+            [
+                MARIADBD,
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--port={self.port}",
+                f"--socket={self.socket}",
+                f"--pid-file={self.directory / 'mariadbd.pid'}",
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                "--skip-log-bin",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-flush-log-at-trx-commit=2",
+                "--innodb-buffer-pool-dump-at-shutdown=0",
+                "--innodb-buffer-pool-load-at-startup=0",
+                "--max-connections=200",
+            ],
+            poll=0.05,
         )
 
-    def _ping(self) -> bool:
+    def _ready(self) -> bool:
         """A blocking check that the server takes connections (no event loop needed)."""
         try:
             connection = pymysql.connect(
@@ -460,29 +525,6 @@ class MariaDBServer(SqlServer):
             return False
         connection.close()
         return True
-
-    def stop(self, mode: str) -> None:
-        assert mode in self.modes, mode
-        process, self.process = self.process, None
-        assert process is not None, "not running"
-        process.send_signal(signal.SIGTERM if mode == "TERM" else signal.SIGKILL)
-        try:
-            process.wait(SERVER_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError(f"mariadbd ignored SIGTERM:\n{tail(self.log(), 40)}") from None
-
-    def kill(self) -> None:
-        """Make sure the server is gone (fixture teardown)."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None
 
     def url(self, database: str) -> str:
         return f"mysql://root@127.0.0.1:{self.port}/{database}"
@@ -545,14 +587,8 @@ class MariaDBServer(SqlServer):
 
         return release
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"(no server log: {error})"
 
-
-class RedisServer:
+class RedisServer(_ServerProcess):
     """``redis-server`` on a directory and a port of its own, its append-only file on.
 
     ``appendfsync always``: a write is in the append-only file, fsynced, before Redis
@@ -561,7 +597,8 @@ class RedisServer:
     """
 
     kind = "redis"
-    modes = ("TERM", "KILL")
+    program = "redis-server"
+    clean_exit = True
 
     def __init__(self, directory: Path, *, appendfsync: str = "always") -> None:
         self.directory = directory
@@ -585,21 +622,13 @@ class RedisServer:
     @staticmethod
     def drop_stale() -> None:
         """Stop the servers and remove the directories a killed run left behind."""
-        for directory in Path(tempfile.gettempdir()).glob(f"{REDIS_PREFIX}*-*"):
-            owner = directory.name[len(REDIS_PREFIX) :].split("-", 1)[0]
-            if not owner.isdigit() or _alive(int(owner)):
-                continue
+        for directory in _stale_directories(REDIS_PREFIX):
             with contextlib.suppress(OSError, ValueError):
                 pid = int((directory / "redis.pid").read_text().split()[0])
                 # Only the server of that very directory (redis-server runs in its --dir).
                 if Path(f"/proc/{pid}/cwd").resolve() == directory.resolve():
                     os.kill(pid, signal.SIGKILL)
             shutil.rmtree(directory, ignore_errors=True)
-
-    def remove(self) -> None:
-        """Kill the server if it runs and delete its directory."""
-        self.kill()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
     @property
     def url(self) -> str:
@@ -614,46 +643,33 @@ class RedisServer:
         return {"SESSION_DATABASE_URL": self.url, "SESSION_TABLE_PREFIX": f"{name}_"}
 
     def start(self) -> None:
-        assert self.process is None, "already running"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(self.directory),
-                    "--pidfile",
-                    str(self.directory / "redis.pid"),
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    self.appendfsync,
-                    "--save",
-                    "",
-                    "--daemonize",
-                    "no",
-                    "--logfile",
-                    "",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C of pytest reaches the fixtures only
-            )
-        deadline = time.monotonic() + SERVER_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code, self.process = self.process.returncode, None
-                raise AssertionError(f"redis-server exited with {code}:\n{tail(self.log(), 40)}")
-            if self.command("PING") == b"+PONG":  # not -LOADING: the AOF is replayed
-                return
-            time.sleep(0.02)
-        self.kill()
-        raise AssertionError(
-            f"redis-server did not answer PING in {SERVER_TIMEOUT} s:\n{tail(self.log(), 40)}"
+        self._launch(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--pidfile",
+                str(self.directory / "redis.pid"),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.appendfsync,
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
+            ],
+            poll=0.02,
         )
+
+    def _ready(self) -> bool:
+        return self.command("PING") == b"+PONG"  # not -LOADING: the AOF is replayed
 
     def command(self, *words: str, timeout: float = 1.0) -> bytes | None:
         """Send one command on a new blocking connection; the reply's first line, or None."""
@@ -670,31 +686,6 @@ class RedisServer:
         except OSError:
             return None
         return reply.split(b"\r\n", 1)[0]
-
-    def stop(self, mode: str) -> None:
-        assert mode in self.modes, mode
-        process, self.process = self.process, None
-        assert process is not None, "not running"
-        process.send_signal(signal.SIGTERM if mode == "TERM" else signal.SIGKILL)
-        try:
-            code = process.wait(SERVER_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise AssertionError(f"redis-server ignored SIGTERM:\n{tail(self.log(), 40)}") from None
-        if mode == "TERM" and code != 0:
-            raise AssertionError(f"redis-server exited with {code}:\n{tail(self.log(), 40)}")
-
-    def kill(self) -> None:
-        """Make sure the server is gone (fixture teardown)."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None
 
     def client(self) -> redis.asyncio.Redis:
         return redis.asyncio.Redis(
@@ -791,12 +782,6 @@ class RedisServer:
             verify_keys(ledger, kept, prefix.encode()),
             f"{len(stored)} keys ({left} id claims left by deletes)",
         )
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"(no server log: {error})"
 
 
 def _flatten(value: Any) -> bytes:

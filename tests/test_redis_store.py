@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 
-from agentsession.common import now_ms
+from agentsession.common import mask_url, now_ms
 from agentsession.config import RetentionConfig
 from agentsession.errors import (
     ConfigError,
@@ -73,7 +73,6 @@ from agentsession.stores.redis.keys import (
     ascending,
     descending,
     escape,
-    mask_url,
     registry_key,
     time_of,
     unescape,

@@ -173,13 +173,12 @@ def _guard(endpoint: Endpoint) -> Endpoint:
             return ApiError(409, "conflict", message, field).response()
         except SessionNotFound:
             return ApiError(404, "not_found", "no such conversation").response()
-        except StoreMisconfigured as error:
-            # Not an outage that passes: the operator has to act (a grant, a database).
-            logger.error("sessions_router: the session store is misconfigured: %s", error)
-            message = "the session store is unavailable; retry later"
-            return ApiError(503, "store_unavailable", message).response()
         except StoreUnavailable as error:
-            logger.warning("sessions_router: the session store is unavailable: %s", error)
+            if isinstance(error, StoreMisconfigured):
+                # Not an outage that passes: the operator has to act (a grant, a database).
+                logger.error("sessions_router: the session store is misconfigured: %s", error)
+            else:
+                logger.warning("sessions_router: the session store is unavailable: %s", error)
             message = "the session store is unavailable; retry later"
             return ApiError(503, "store_unavailable", message).response()
 

@@ -186,19 +186,15 @@ async def _migrate(config: AgentSessionConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _check_migrated(config: AgentSessionConfig) -> None:
-    """Refuse to work on a database the migrations have not reached (and change nothing)."""
-    store = _store(config)
-    engine = store.engine
-    try:
-        revision = await current_revision(engine, store.tables)
-    finally:
-        await engine.dispose()
+async def _check_migrated(store: SqlStore, url: str) -> None:
+    """Refuse to work on a database the migrations have not reached (and change nothing);
+    ``url`` is the configured one, as messages show it."""
+    revision = await current_revision(store.engine, store.tables)
     head = await asyncio.to_thread(head_revision)
     if revision != head:
         raise _Failed(
             1,
-            f"{mask_url(_url(config))} is at revision {revision or '(none)'}, not {head}: "
+            f"{mask_url(url)} is at revision {revision or '(none)'}, not {head}: "
             "run `agentsession migrate` first (or start the app once)",
         )
 
@@ -207,11 +203,16 @@ async def _check_migrated(config: AgentSessionConfig) -> None:
 
 
 async def _prune(config: AgentSessionConfig, args: argparse.Namespace) -> int:
-    if config.session_service.type == "sql":
-        await _check_migrated(config)
+    service = SessionService.from_config(config)
+    if isinstance(service.store, SqlStore):
+        try:
+            await _check_migrated(service.store, _url(config))
+        except BaseException:
+            await service.close()
+            raise
     retention = config.data_retention
     show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
-    async with SessionService.from_config(config) as service:
+    async with service:
         bar: _ProgressBar | None = None
         if show and not args.dry_run:
             planned = await prune(service, retention=retention, dry_run=True)
@@ -291,12 +292,12 @@ class _ProgressBar:
 
 
 async def _stats(config: AgentSessionConfig, args: argparse.Namespace) -> int:
-    await _check_migrated(config)
     url = _url(config)
     store = _store(config)
     engine = store.engine
     now = now_ms()
     try:
+        await _check_migrated(store, url)
         async with _database_errors(url):
             tables, expired, lease = await database_stats(engine, now, LEASE_NAME, store.tables)
     finally:

@@ -1,4 +1,4 @@
-"""What every layer shares: limits, ids, the clock and the one JSON spelling.
+"""What every layer shares: limits, ids, the clock, the one JSON spelling, URL masking.
 
 Imports only the standard library, so the cookie layer, the service and every store
 can use it.
@@ -10,6 +10,7 @@ import json
 import secrets
 import time
 from typing import Any, Final
+from urllib.parse import parse_qsl, quote, urlsplit
 
 __all__ = [
     "API_DEFAULT_PAGE_SIZE",
@@ -20,6 +21,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "NAME_LENGTH",
     "dump_json",
+    "mask_url",
     "new_id",
     "now_ms",
 ]
@@ -57,3 +59,43 @@ def new_id() -> str:
 def dump_json(value: Any) -> str:
     """``value`` as compact JSON text, non-ASCII kept: the one spelling stores keep."""
     return _encoder.encode(value)
+
+
+#: Query parameters whose values ``mask_url`` hides (a name containing one of these).
+_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (and password-like query values) replaced by ``***``,
+    for messages and logs. Query parameters keep their order and are escaped only where
+    needed, so that file paths stay readable; an unparseable URL loses what stands
+    between ``//`` and ``@``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        _ = parts.port  # raises on a bad port: handled below like any unparseable URL
+        if not parts.scheme or (not netloc and "@" in url):
+            raise ValueError("no scheme, or a user part outside the netloc")
+    except ValueError:
+        head, sep, rest = url.partition("//")
+        if sep and "@" in rest:
+            return f"{head}//***@{rest.rpartition('@')[2]}"
+        return url
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"{userinfo}@{host}"
+    query = parts.query
+    if query:
+        pairs = []
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            secret = any(word in name.lower() for word in _SECRET_WORDS)
+            shown = "***" if secret else quote(value, safe="/:,@~")
+            pairs.append(f"{quote(name)}={shown}")
+        query = "&".join(pairs)
+    rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
+    if query:
+        rebuilt += f"?{query}"
+    if parts.fragment:
+        rebuilt += f"#{parts.fragment}"
+    return rebuilt

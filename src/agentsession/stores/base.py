@@ -49,6 +49,7 @@ __all__ = [
     "Store",
     "TaskRecord",
     "Touch",
+    "newest_after",
 ]
 
 T = TypeVar("T")
@@ -184,6 +185,23 @@ class FeedbackFilter:
     rating: str | None = None
     since: int | None = None
     until: int | None = None
+
+    def matches(self, item: FeedbackRecord, after: tuple[int, str] | None = None) -> bool:
+        """Whether ``item`` passes these filters and sorts after ``after`` (newest first):
+        for stores that filter in Python."""
+        return (
+            (self.session_id is None or item.session_id == self.session_id)
+            and (self.task_id is None or item.task_id == self.task_id)
+            and (self.rating is None or item.rating == self.rating)
+            and (self.since is None or item.created_time >= self.since)
+            and (self.until is None or item.created_time < self.until)
+            and newest_after(item.sort_key, after)
+        )
+
+
+def newest_after(key: tuple[int, str], after: tuple[int, str] | None) -> bool:
+    """Whether ``key`` sorts strictly after ``after`` in (time desc, id asc) order."""
+    return after is None or key[0] < after[0] or (key[0] == after[0] and key[1] > after[1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from agentsession.stores.base import (
     SessionRecord,
     TaskRecord,
     Touch,
+    newest_after,
 )
 
 __all__ = ["DEFAULT_MAX_SESSIONS", "MemoryStore"]
@@ -75,11 +76,6 @@ class _Conversation:
     def live(self, now: int) -> bool:
         expires_at = self.record.expires_at
         return expires_at is None or expires_at > now
-
-
-def _newest_after(key: tuple[int, str], after: tuple[int, str] | None) -> bool:
-    """Whether ``key`` sorts strictly after ``after`` in (time desc, id asc) order."""
-    return after is None or key[0] < after[0] or (key[0] == after[0] and key[1] > after[1])
 
 
 def _idle(conversation: _Conversation, idle_before: int, tasks_before: int | None) -> bool:
@@ -280,7 +276,7 @@ class MemoryStore:
         candidates = (
             conversation.record
             for conversation in (conversations[key] for key in self._by_user.get(user_id, ()))
-            if conversation.live(now) and _newest_after(conversation.record.sort_key, after)
+            if conversation.live(now) and newest_after(conversation.record.sort_key, after)
         )
         return heapq.nsmallest(limit, candidates, key=lambda r: _newest_first(r.sort_key))
 
@@ -425,13 +421,6 @@ class MemoryStore:
             if conversation is None:
                 continue
             for item in conversation.feedback.values():
-                if (
-                    item.user_id == user_id
-                    and (where.task_id is None or item.task_id == where.task_id)
-                    and (where.rating is None or item.rating == where.rating)
-                    and (where.since is None or item.created_time >= where.since)
-                    and (where.until is None or item.created_time < where.until)
-                    and _newest_after(item.sort_key, after)
-                ):
+                if item.user_id == user_id and where.matches(item, after):
                     matches.append(item)
         return heapq.nsmallest(limit, matches, key=lambda item: _newest_first(item.sort_key))

@@ -1,4 +1,4 @@
-"""Key names, sort-key encodings and URL masking of the Redis store (no redis-py needed).
+"""Key names and sort-key encodings of the Redis store (no redis-py needed).
 
 Every key of one user carries the hash tag ``{u:<user>}`` so that a Lua script can
 touch all of them on one Redis Cluster node; ids are percent-encoded inside key names
@@ -15,7 +15,6 @@ contract's order, ties broken by id, and a page starts strictly after the cursor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlsplit
 
 __all__ = [
     "TIME_WIDTH",
@@ -24,7 +23,6 @@ __all__ = [
     "descending",
     "escape",
     "glob_escape",
-    "mask_url",
     "time_of",
     "unescape",
 ]
@@ -34,7 +32,6 @@ TIME_WIDTH = 16
 _BIAS = 1 << 63
 _MIN, _MAX = -(1 << 63), (1 << 63) - 1
 _ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", ":": "%3A"})
-_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token")
 
 
 def escape(value: str) -> str:
@@ -132,34 +129,3 @@ def registry_key(prefix: str, session_id: str) -> str:
 def lease_key(prefix: str, name: str) -> str:
     """The key of lease ``name``."""
     return f"{prefix}lease:{escape(name)}"
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (and password-like query values) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        _ = parts.port  # raises on a bad port: handled below like any unparseable URL
-    except ValueError:
-        head, sep, rest = url.partition("//")
-        if sep and "@" in rest:
-            return f"{head}//***@{rest.rpartition('@')[2]}"
-        return url
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, colon, _password = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if colon else f"{userinfo}@{host}"
-    query = parts.query
-    if query:
-        pairs = []
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            secret = any(word in name.lower() for word in _SECRET_WORDS)
-            shown = "***" if secret else quote(value, safe="/:,@~")
-            pairs.append(f"{quote(name)}={shown}")
-        query = "&".join(pairs)
-    rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
-    if query:
-        rebuilt += f"?{query}"
-    if parts.fragment:
-        rebuilt += f"#{parts.fragment}"
-    return rebuilt

@@ -87,6 +87,28 @@ local function set_expiry(sid, exp, floor, ks, kt, kT)
   end
 end
 
+-- A keyset page: members of zset Z (byte order) from lo to hi, chunk at a time, each
+-- given to keep(m), which returns the (id, value) to list or nil to skip it; stops at
+-- limit kept. A flat list of id, value, id, value...
+local function page(Z, lo, hi, limit, chunk, keep)
+  local out, found = {}, 0
+  while found < limit do
+    local ms = redis.call('ZRANGEBYLEX', Z, lo, hi, 'LIMIT', 0, chunk)
+    for _, m in ipairs(ms) do
+      local id, value = keep(m)
+      if id then
+        found = found + 1
+        out[#out + 1] = id
+        out[#out + 1] = value
+        if found == limit then break end
+      end
+    end
+    if #ms < chunk then break end
+    lo = '(' .. ms[#ms]
+  end
+  return out
+end
+
 local function meta_expiry(m)
   if m.e == nil or m.e == cjson.null then return '' end
   return m.e
@@ -153,27 +175,15 @@ return live(ARGV[1], ks, tonumber(ARGV[2])) or false
 # ARGV: now, lexical lower bound (exclusive cursor or '-'), limit.
 # Flat list of (sid, record JSON), newest first, skipping expired conversations.
 _LIST_SESSIONS = r"""
-local now, lo, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local out, found, chunk = {}, 0, limit + 16
-while found < limit do
-  local ms = redis.call('ZRANGEBYLEX', S, lo, '+', 'LIMIT', 0, chunk)
-  for _, m in ipairs(ms) do
-    local sid = string.sub(m, 17)
-    local e = redis.call('ZSCORE', E, sid)
-    if not e or tonumber(e) > now then
-      local meta = redis.call('HGET', C, sid)
-      if meta then
-        found = found + 1
-        out[#out + 1] = sid
-        out[#out + 1] = meta
-        if found == limit then break end
-      end
-    end
-  end
-  if #ms < chunk then break end
-  lo = '(' .. ms[#ms]
-end
-return out
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
+return page(S, ARGV[2], '+', limit, limit + 16, function(m)
+  local sid = string.sub(m, 17)
+  local e = redis.call('ZSCORE', E, sid)
+  if e and tonumber(e) <= now then return nil end
+  local meta = redis.call('HGET', C, sid)
+  if meta then return sid, meta end
+  return nil
+end)
 """
 
 # ARGV: sid, now, expires_at, rename (1/0), has name (1/0), name, viewed (1/0),
@@ -322,33 +332,18 @@ if task ~= '' then
   end
   return out
 end
-local found, chunk = 0, math.max(limit + 16, 128)
-while found < limit do
-  local ms = redis.call('ZRANGEBYLEX', FZ, lo, hi, 'LIMIT', 0, chunk)
-  if #ms == 0 then break end
-  local ids = {}
-  for i, m in ipairs(ms) do ids[i] = string.sub(m, 17) end
-  local values = redis.call('HMGET', FH, unpack(ids))
-  for i, fid in ipairs(ids) do
-    local v = values[i]
-    if v then
-      local keep = true
-      if session ~= '' or rating ~= '' then
-        local r = cjson.decode(string.sub(v, 17))
-        keep = (session == '' or r[1] == session) and (rating == '' or r[3] == rating)
-      end
-      if keep then
-        found = found + 1
-        out[#out + 1] = fid
-        out[#out + 1] = v
-        if found == limit then break end
-      end
+return page(FZ, lo, hi, limit, math.max(limit + 16, 128), function(m)
+  local fid = string.sub(m, 17)
+  local v = redis.call('HGET', FH, fid)
+  if not v then return nil end
+  if session ~= '' or rating ~= '' then
+    local r = cjson.decode(string.sub(v, 17))
+    if (session ~= '' and r[1] ~= session) or (rating ~= '' and r[3] ~= rating) then
+      return nil
     end
   end
-  if #ms < chunk then break end
-  lo = '(' .. ms[#ms]
-end
-return out
+  return fid, v
+end)
 """
 
 # Retention. ARGV: cut, then (task member, conversation index) pairs; the tasks

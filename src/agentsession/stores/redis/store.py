@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from agentsession.common import dump_json
+from agentsession.common import dump_json, mask_url
 from agentsession.errors import ConfigError, IdConflict, StoreUnavailable
 from agentsession.stores.base import (
     Cutoffs,
@@ -78,7 +78,6 @@ from agentsession.stores.redis.keys import (
     descending,
     glob_escape,
     lease_key,
-    mask_url,
     registry_key,
     time_of,
     unescape,
@@ -519,7 +518,7 @@ class RedisStore:
         rows = await self._eval(SCRIPTS["list_feedback"], self._user(user_id).fixed, args)
         items = [_feedback(user_id, fid, value) for fid, value in _pairs(rows)]
         if where.task_id is not None:
-            items = [item for item in items if _matches(item, where, after)]
+            items = [item for item in items if where.matches(item, after)]
         return items[:limit]
 
     # Retention
@@ -833,22 +832,6 @@ def _feedback_bounds(where: FeedbackFilter, after: tuple[int, str] | None) -> tu
             low = "(" + cursor
     high = "+" if where.since is None else "(" + descending(where.since - 1)
     return low, high
-
-
-def _matches(item: FeedbackRecord, where: FeedbackFilter, after: tuple[int, str] | None) -> bool:
-    """``list_feedback``'s filters and cursor, on one record (the task-filter lookup)."""
-    return (
-        (where.session_id is None or item.session_id == where.session_id)
-        and (where.task_id is None or item.task_id == where.task_id)
-        and (where.rating is None or item.rating == where.rating)
-        and (where.since is None or item.created_time >= where.since)
-        and (where.until is None or item.created_time < where.until)
-        and (
-            after is None
-            or item.created_time < after[0]
-            or (item.created_time == after[0] and item.id > after[1])
-        )
-    )
 
 
 def _command(client: Redis) -> Callable[..., Awaitable[Any]]:

@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
+from agentsession.common import mask_url as common_mask_url
 from agentsession.errors import ConfigError
 
 __all__ = [
@@ -79,35 +80,20 @@ _MYSQL_FLAG_MEANING: dict[str, Callable[[str], bool]] = {
 }
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
-# query parameters whose values mask_url hides
-_SECRET_WORDS = ("password", "passwd", "pwd", "secret", "token")
 
 
 def mask_url(url: str | URL) -> str:
-    """``url`` as text with its password (and password-like query values) replaced by ``***``.
-
-    Query parameters keep their order and are escaped only where needed, so that file
-    paths stay readable in messages.
-    """
-    if isinstance(url, URL):
-        parsed = url
-    else:
-        try:
-            parsed = make_url(url)
-        except Exception:
-            # Unparseable: drop everything between '//' and '@', where a password would be.
-            head, sep, rest = url.partition("//")
-            if sep and "@" in rest:
-                return f"{head}//***@{rest.rpartition('@')[2]}"
-            return url
-    base = parsed.set(query={}).render_as_string(hide_password=True)
-    pairs = []
-    for name, values in parsed.query.items():
-        secret = any(word in name.lower() for word in _SECRET_WORDS)
-        for value in values if isinstance(values, tuple) else (values,):
-            shown = "***" if secret else quote(value, safe="/:,@~")
-            pairs.append(f"{quote(name)}={shown}")
-    return f"{base}?{'&'.join(pairs)}" if pairs else base
+    """``url`` (text or a SQLAlchemy ``URL``) as text with its password and password-like
+    query values replaced by ``***`` (``common.mask_url``)."""
+    if isinstance(url, URL):  # as text, its query parameters in their given order
+        pairs = [
+            (name, value)
+            for name, values in url.query.items()
+            for value in (values if isinstance(values, tuple) else (values,))
+        ]
+        base = url.set(query={}).render_as_string(hide_password=False)
+        url = f"{base}?{urlencode(pairs, quote_via=quote)}" if pairs else base
+    return common_mask_url(url)
 
 
 # Query parameters
