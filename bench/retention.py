@@ -259,25 +259,28 @@ async def plans(store: SqlStore, cut: Cutoffs, size: int, mid: int) -> dict[str,
                 name = f"{rule}, {label}"
                 if rule == "idle_sessions":
                     # A window of candidates by index range; the idle ones go by id.
-                    window = idle_window(cut, None, size)
+                    window = idle_window(store.tables, cut, None, size)
                     rows = (await connection.execute(window)).fetchall()
                     parts = ["window of candidates:", await explain(connection, window, store)]
                     if rows:
-                        doomed = delete_ids(rule, cut, rows)
+                        doomed = delete_ids(store.tables, rule, cut, rows)
                         parts += ["DELETE by id:", await explain(connection, doomed, store)]
                     found[name] = "\n".join(parts)
                 elif store.dialect == "postgresql":
-                    batch = delete_batch(store.dialect, rule, cut, after, size)
+                    batch = delete_batch(store.tables, store.dialect, rule, cut, after, size)
                     found[name] = await explain(connection, batch, store)
                 elif store.dialect == "mysql":
-                    query = boundary_query(rule, cut, after, size)
+                    query = boundary_query(store.tables, rule, cut, after, size)
                     last = (await connection.execute(query)).fetchall()
                     parts = [
                         "SELECT (the key of the batch's last row), ANALYZE:",
                         await mysql_explain(connection, literal(query, store), analyze=True),
                     ]
                     if last:
-                        sql = literal(delete_range(rule, cut, after, int(last[0][0]), size), store)
+                        sql = literal(
+                            delete_range(store.tables, rule, cut, after, int(last[0][0]), size),
+                            store,
+                        )
                         parts += ["DELETE, EXPLAIN:", await mysql_explain(connection, sql)]
                     found[name] = "\n".join(parts)
     if store.dialect == "postgresql":
@@ -285,7 +288,9 @@ async def plans(store: SqlStore, cut: Cutoffs, size: int, mid: int) -> dict[str,
         async with store.engine.connect() as raw:
             transaction = await raw.execution_options(isolation_level="READ COMMITTED")
             await transaction.begin()
-            sql = literal(delete_batch(store.dialect, "chat_tasks", cut, None, size), store)
+            sql = literal(
+                delete_batch(store.tables, store.dialect, "chat_tasks", cut, None, size), store
+            )
             prefix = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
             rows = await transaction.exec_driver_sql(prefix + sql)
             found["chat_tasks, first batch, EXPLAIN ANALYZE (rolled back)"] = "\n".join(

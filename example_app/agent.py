@@ -7,7 +7,9 @@ What it shows is how a gateway's own route stores a turn with the middleware's
 it while the reply is on its way), then the reply, both as one chat task of the
 caller's conversation. Its body is read as the API reads one
 (``agentsession.api.read_json_body``: 1 MiB at most, JSON only, refused before it is
-read when too large), so the route answers bad bodies with the API's errors.
+read when too large), and the package's exceptions it raises are answered by the
+handlers ``install_error_handlers`` put on the app, so the route's errors have the
+API's shape.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Final
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from agentsession import InvalidInput, SessionNotFound, StoreUnavailable, get_session_service
+from agentsession import InvalidInput, SessionNotFound, get_session_service
 from agentsession.api import ApiError, read_json_body, task_json
 from agentsession.identity import resolve_user
 
@@ -67,15 +69,13 @@ def agent_router(delay: float = REPLY_DELAY) -> APIRouter:
                 message_bubbles=reply_to(message),
                 task_metadata={"status": "done", "agent": "echo"},
             )
-        except ApiError as error:
-            return error.response()
         except SessionNotFound:
-            return ApiError(404, "not_found", "no such conversation", "sessionId").response()
+            # The path's conversation: named, as the route's one path parameter.
+            raise ApiError(404, "not_found", "no such conversation", "sessionId") from None
         except InvalidInput as error:
-            return ApiError(422, "invalid_input", str(error), "sessionId").response()
-        except StoreUnavailable:
-            why = "the database is unavailable; try again"
-            return ApiError(503, "store_unavailable", why).response()
+            raise ApiError(422, "invalid_input", str(error), "sessionId") from None
+        # Other errors (an ApiError from the body's checks, StoreUnavailable while the
+        # database restarts) reach the handlers ``install_error_handlers`` put on the app.
         return JSONResponse(task_json(task))
 
     return router

@@ -11,8 +11,9 @@ from typing import Final
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
-from agentsession import SessionMiddleware, load_config, sessions_router
+from agentsession import SessionMiddleware, install_error_handlers, load_config, sessions_router
 from example_app.agent import REPLY_DELAY, agent_router
 from example_app.secret import dev_secret
 
@@ -50,9 +51,15 @@ def create_app(
         logger.info("SESSION_DATABASE_URL is unset: keeping conversations in %s", database)
     config = load_config(env=settings)
 
-    app = FastAPI(title="agentsession example", docs_url="/docs")
+    # The docs page (Swagger UI) is served from the app itself, not from a CDN, so it
+    # works offline and behind a strict firewall.
+    app = FastAPIOffline(title="agentsession example", docs_url="/docs", redoc_url=None)
     app.include_router(sessions_router(), prefix="/api/v1")
     app.include_router(agent_router(reply_delay))
+    # The agent's route raises the package's exceptions; these answer them (and any 404
+    # or 405 under the two prefixes) in the API's error shape.
+    install_error_handlers(app, prefix="/api/v1")
+    install_error_handlers(app, prefix="/agent")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -3,7 +3,10 @@
 Service fixtures (used by the service, HTTP API and retention tests):
 
 * ``backend``: parametrises a test over ``BACKENDS`` (test ids ``memory``, ``sqlite``,
-  ``postgresql``, ``mysql``, ``redis``). PostgreSQL, MariaDB and Redis come from
+  ``postgresql``, ``mysql``, ``redis``, ``dynamodb``). DynamoDB is a DynamoDB Local the
+  tests start (``tests/dynamodb_local.py``; ``AGENTSESSION_TEST_DYNAMODB_URL`` names
+  another), with a new table per test, shared by the services the test makes.
+  PostgreSQL, MariaDB and Redis come from
   ``AGENTSESSION_TEST_POSTGRES_URL`` / ``AGENTSESSION_TEST_MYSQL_URL`` /
   ``AGENTSESSION_TEST_REDIS_URL``; without them those cases skip locally and fail in
   CI (see ``tests/databases.py``). Redis gets one key prefix for the whole session.
@@ -38,11 +41,14 @@ from agentsession.service import SessionService
 from tests.databases import (
     BACKENDS,
     SQL_BACKENDS,
+    dynamodb_service,
+    dynamodb_table,
     fresh_database,
     redis_namespace,
     redis_service,
     sql_service,
 )
+from tests.dynamodb_local import TEST_AWS_ENV
 
 ENV_VARS = (
     "SESSION_SECRET_KEY",
@@ -54,6 +60,11 @@ ENV_VARS = (
     "DATA_RETENTION_SESSION_DAYS",
     "DATA_RETENTION_CLEANUP_HOURS",
     "DATA_RETENTION_BATCH_SIZE",
+    "SESSION_DYNAMODB_TABLE",
+    "SESSION_DYNAMODB_ENDPOINT_URL",
+    "SESSION_DYNAMODB_REGION",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
 )
 
 #: ``await make_service(ttl=None)``: a started service on the test's backend.
@@ -71,6 +82,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # A middleware built without config= would start a retention scheduler whose runs
     # land in other tests' statement counts; the retention tests enable it themselves.
     monkeypatch.setenv("DATA_RETENTION_ENABLED", "false")
+    # The DynamoDB store takes its credentials from the AWS chain: test ones, never the
+    # developer's (DynamoDB Local accepts any).
+    for name, value in TEST_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +112,7 @@ def user() -> str:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """Each store backend in turn: ``memory``, ``sqlite``, ``postgresql``, ``mysql``, ``redis``."""
+    """Each store backend in turn: memory, sqlite, postgresql, mysql, redis, dynamodb."""
     return str(request.param)
 
 
@@ -148,9 +163,15 @@ async def make_service(
 ) -> AsyncIterator[MakeService]:
     """``await make_service(ttl=None)``: a started service on ``backend``, closed at teardown."""
     services: list[SessionService] = []
+    tables = AsyncExitStack()
+    table: list[tuple[str, str]] = []  # this test's DynamoDB table, made on first use
 
     async def make(ttl: int | None = None) -> SessionService:
-        if backend == "memory":
+        if backend == "dynamodb":
+            if not table:
+                table.append(await tables.enter_async_context(dynamodb_table()))
+            service = dynamodb_service(*table[0], ttl=ttl)
+        elif backend == "memory":
             from agentsession.stores.memory import MemoryStore
 
             service = SessionService(MemoryStore(), ttl=ttl)
@@ -166,8 +187,11 @@ async def make_service(
     try:
         yield make
     finally:
-        for service in reversed(services):
-            await service.close()
+        try:
+            for service in reversed(services):
+                await service.close()
+        finally:
+            await tables.aclose()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from tests.proxy import Proxy
 
 #: Backends of the parametrised store fixtures, in test-id order.
 SQL_BACKENDS = ("sqlite", "postgresql", "mysql")
-BACKENDS = ("memory", *SQL_BACKENDS, "redis")
+BACKENDS = ("memory", *SQL_BACKENDS, "redis", "dynamodb")
 
 _VARIABLES = {
     "postgresql": "AGENTSESSION_TEST_POSTGRES_URL",
@@ -67,6 +67,98 @@ async def redis_namespace() -> AsyncIterator[tuple[str, str]]:
                 await client.delete(*keys[start : start + 500])
         finally:
             await client.aclose()
+
+
+@asynccontextmanager
+async def dynamodb_table() -> AsyncIterator[tuple[str, str]]:
+    """``(endpoint, table)``: a new table on the test DynamoDB (``tests.dynamodb_local``),
+    made as ``agentsession migrate`` makes it, deleted afterwards."""
+    from agentsession.stores.dynamodb import DynamoDBStore
+    from agentsession.stores.dynamodb.table import migrate_table
+    from tests.dynamodb_local import shared_endpoint
+
+    endpoint = shared_endpoint()
+    table = f"agentsession-t-{secrets.token_hex(6)}"
+    store = DynamoDBStore(table, endpoint_url=endpoint)
+    try:
+        await migrate_table(store.connection)
+        yield endpoint, table
+    finally:
+        try:
+            await store.connection.request("delete_table")
+        finally:
+            await store.close()
+
+
+async def dynamodb_items(service: SessionService) -> list[dict[str, Any]]:
+    """Every item of a DynamoDB service's table, in key order (tests only)."""
+    from agentsession.stores.dynamodb import DynamoDBStore
+
+    store = service.store
+    assert isinstance(store, DynamoDBStore)
+    items: list[dict[str, Any]] = []
+    async for page in store.connection.pages("scan", ConsistentRead=True):
+        items += page.get("Items", [])
+    return sorted(items, key=lambda item: (item["pk"]["S"], item["sk"]["S"]))
+
+
+async def dynamodb_dump(service: SessionService) -> dict[str, Any]:
+    """Every row of a DynamoDB service's table, read with a ``Scan`` (tests only).
+
+    ``sessions``: conversation id -> owner (also expired ones, and those marked
+    deleted whose purge has not finished); ``chat_tasks``: ``(user, task id)`` -> its
+    conversation id; ``feedback``: ``(user, feedback id)`` -> its conversation id;
+    ``problems``: one line per broken link (a task or feedback without its conversation
+    or task, a registry item without its conversation, or the reverse): empty when
+    consistent.
+    """
+    items = await dynamodb_items(service)
+    sessions: dict[str, str] = {}
+    registry: dict[str, str] = {}
+    tasks: dict[tuple[str, str], str] = {}
+    feedback: dict[tuple[str, str], tuple[str, str]] = {}  # -> (conversation, task)
+    for item in items:
+        pk, sk = item["pk"]["S"], item["sk"]["S"]
+        if pk.startswith("I#"):
+            registry[pk[2:]] = item["ow"]["S"]
+        elif pk.startswith("U#") and sk.startswith("C#"):
+            sessions[sk[2:]] = pk[2:]
+        elif pk.startswith("U#") and sk.startswith("T#"):
+            tasks[pk[2:], sk[2:]] = item["sid"]["S"]
+        elif pk.startswith("U#") and sk.startswith("F#"):
+            feedback[pk[2:], item["fid"]["S"]] = (item["sid"]["S"], item["tid"]["S"])
+    problems = [
+        f"task {task} of {user} without its conversation {sid}"
+        for (user, task), sid in tasks.items()
+        if sessions.get(sid) != user
+    ]
+    problems += [
+        f"feedback {fid} of {user} without its task {tid} in {sid}"
+        for (user, fid), (sid, tid) in feedback.items()
+        if tasks.get((user, tid)) != sid
+    ]
+    problems += [
+        f"registry {sid} of {user} alone"
+        for sid, user in registry.items()
+        if sessions.get(sid) != user
+    ]
+    problems += [
+        f"conversation {sid} not in the registry"
+        for sid, user in sessions.items()
+        if registry.get(sid) != user
+    ]
+    return {
+        "sessions": sessions,
+        "chat_tasks": tasks,
+        "feedback": {key: sid for key, (sid, _) in feedback.items()},
+        "problems": problems,
+    }
+
+
+def dynamodb_service(endpoint: str, table: str, *, ttl: int | None = None) -> SessionService:
+    """A (not yet started) DynamoDB-backed service on ``table``, as a user's config makes it."""
+    config = ServiceConfig(type="dynamodb", table_name=table, endpoint_url=endpoint, ttl=ttl)
+    return SessionService.from_config(config)
 
 
 def redis_service(url: str, prefix: str, *, ttl: int | None = None) -> SessionService:

@@ -368,12 +368,14 @@ class _ServerProcess:
         """A blocking check that the server takes requests."""
         raise NotImplementedError
 
-    def _launch(self, argv: list[str], *, poll: float) -> None:
-        """Start ``argv`` and wait until the server is ready (or fail with its log)."""
+    def _launch(self, argv: list[str], *, poll: float, cwd: Path | None = None) -> None:
+        """Start ``argv`` (in ``cwd``) and wait until the server is ready (or fail with
+        its log)."""
         assert self.process is None, "already running"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv,
+                cwd=cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C of pytest reaches the fixtures only
@@ -1449,7 +1451,7 @@ def _tracebacks(log: str) -> list[list[str]]:
             current = [line]
             blocks.append(current)
         elif current is not None:
-            if _LEVEL.match(line) or line.startswith("sessions_router:"):
+            if _LEVEL.match(line) or _UNAVAILABLE.match(line):
                 current = None
             else:
                 current.append(line)
@@ -1474,7 +1476,8 @@ def _final_exception(block: list[str]) -> str:
     return " <- caused by: ".join(reversed(chain)) or (block[-1][:300] if block else "")
 
 
-_UNAVAILABLE = "sessions_router: the session store is unavailable: "
+#: The service's log line for a store call that failed with ``StoreUnavailable``.
+_UNAVAILABLE = re.compile(r"^the session store is unavailable \(\w+\): ")
 _URL = re.compile(r"^\S+://\S+?: ")
 
 
@@ -1497,11 +1500,11 @@ def log_summary(log: str, *, tail_lines: int = 20, full: int = 2) -> str:
         parts.extend(block)
     lines = log.splitlines()
     reasons = Counter(
-        _URL.sub("", line[len(_UNAVAILABLE) :]) for line in lines if line.startswith(_UNAVAILABLE)
+        _URL.sub("", _UNAVAILABLE.sub("", line)) for line in lines if _UNAVAILABLE.match(line)
     )
     parts.append(f"--- 503 store_unavailable, as logged ({sum(reasons.values())}):")
     parts += [f"  {n} x {reason[:200]}" for reason, n in reasons.most_common()]
-    rest = [line for line in lines if not line.startswith(_UNAVAILABLE)]
+    rest = [line for line in lines if not _UNAVAILABLE.match(line)]
     parts.append(f"--- last {tail_lines} other lines of the server log:")
     parts.extend(rest[-tail_lines:])
     return "\n".join(parts)

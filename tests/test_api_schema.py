@@ -227,7 +227,9 @@ def call_and_validate(case: Any, app: Any) -> None:
     response = case.call_and_validate(app=app, checks=CHECKS)
     seeds = ACTIVE["seeds"]
     deleted = case.method == "DELETE" and response.status_code == 204
-    if deleted and case.path_parameters["sessionId"] == seeds.session_id:
+    if deleted and case.path.endswith("/me"):
+        seeds.__init__(seeds.schema, seeds.app)  # a user erased (and logged out): start over
+    elif deleted and case.path_parameters["sessionId"] == seeds.session_id:
         seeds.replant()  # the seeded conversation is gone: make it again
 
 

@@ -357,3 +357,66 @@ async def test_redis_prunes_and_has_nothing_to_migrate() -> None:
                 f"agentsession: {command} works on a SQL database; Redis "
                 "keeps no schema to migrate and no tables to count (prune works on Redis too)"
             )
+
+
+def test_called_bare_it_prints_its_help() -> None:
+    result = agentsession_sync()
+    assert result.status == 0, result.err
+    assert result.out.startswith("usage: agentsession [-h] [--version] [--config FILE] COMMAND")
+    for command in ("migrate", "prune", "stats"):
+        assert f"    {command} " in result.out
+    assert result.err == ""
+
+
+def test_version() -> None:
+    from agentsession import __version__
+
+    result = agentsession_sync("--version")
+    assert (result.status, result.out, result.err) == (0, f"agentsession {__version__}\n", "")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_config_before_or_after_the_command(tmp_path: Path, where: str) -> None:
+    """``--config`` is read wherever it stands; given twice, the one after the command wins."""
+    database = tmp_path / "cli.db"
+    config = tmp_path / "agentsession.yaml"
+    config.write_text(
+        f'session_service:\n  type: sql\n  database_url: "sqlite+aiosqlite:///{database}"\n'
+    )
+    args = (
+        ("--config", str(config), "migrate")
+        if where == "before"
+        else ("migrate", "--config", str(config))
+    )
+    result = agentsession_sync(*args)
+    assert result.status == 0, result.err
+    assert database.exists()
+    both = agentsession_sync(
+        "--config", str(tmp_path / "absent.yaml"), "stats", "--config", str(config)
+    )
+    assert both.status == 0, both.err
+    assert "sessions" in both.out
+
+
+def test_a_misspelled_section_is_named_word_for_word(tmp_path: Path) -> None:
+    config = tmp_path / "agentsession.yaml"
+    config.write_text("data_retension:\n  chat_tasks_days: 30\n")
+    result = agentsession_sync("stats", "--config", str(config))
+    assert result.status == 2
+    assert result.err == (
+        "agentsession: configuration error: data_retension: unknown top-level section; "
+        "did you mean data_retention? (the sections are session, session_service, "
+        "data_retention)\n"
+    )
+
+
+def test_bad_yaml_names_the_line_at_fault(tmp_path: Path) -> None:
+    config = tmp_path / "agentsession.yaml"
+    config.write_text('session:\n  cookie_name: "chat\n  max_age: 60\n\ndata_retention: {}\n')
+    result = agentsession_sync("stats", "--config", str(config))
+    assert result.status == 2
+    assert result.err == (
+        f"agentsession: configuration error: config file '{config}' is not valid YAML: "
+        "while scanning a quoted scalar (line 2, column 16); "
+        "found unexpected end of stream (line 6, column 1)\n"
+    )

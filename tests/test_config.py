@@ -790,3 +790,55 @@ def test_a_bad_store_call_timeout_is_refused(value: object, message: str) -> Non
     with pytest.raises(ConfigError) as raised:
         AgentSessionConfig.from_mapping({"session_service": {"timeout": value}}, env={})
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("sesion", "session"),
+        ("Session", "session"),
+        ("session_servce", "session_service"),
+        ("sessionservice", "session_service"),
+        ("data_retension", "data_retention"),
+        ("dataretention", "data_retention"),
+    ],
+)
+def test_a_misspelled_section_is_refused(key: str, meant: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        AgentSessionConfig.from_mapping({key: {}}, env={})
+    assert str(info.value) == (
+        f"{key}: unknown top-level section; did you mean {meant}? "
+        "(the sections are session, session_service, data_retention)"
+    )
+
+
+@pytest.mark.parametrize("key", ["my_app", "agents", "logging", "server", "retention_of_logs"])
+def test_the_apps_own_sections_are_left_alone(key: str) -> None:
+    config = AgentSessionConfig.from_mapping({key: {"anything": 1}}, env={})
+    assert config == AgentSessionConfig.from_mapping({}, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'session:\n  cookie_name: "x\n',
+            "while scanning a quoted scalar (line 2, column 16); "
+            "found unexpected end of stream (line 3, column 1)",
+        ),
+        (
+            "session:\n  max_age: [1, 2\nfoo: 1\n",
+            "while parsing a flow sequence (line 2, column 12); "
+            "expected ',' or ']', but got ':' (line 3, column 4)",
+        ),
+        (
+            "session:\n  max_age: 1\n   bad: 2\n",
+            "mapping values are not allowed here (line 3, column 7)",
+        ),
+    ],
+)
+def test_bad_yaml_is_reported_with_pyyamls_context(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == f"config file {str(path)!r} is not valid YAML: {message}"

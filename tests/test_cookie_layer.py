@@ -48,6 +48,7 @@ COOKIE_LAYER = {
     "agentsession.cookie.middleware",
     "agentsession.cookie.session",
     "agentsession.errors",
+    "agentsession.metrics",
 }
 PERSISTENCE_MODULES = ("sqlalchemy", "alembic", "asyncpg", "aiomysql", "aiosqlite", "yaml")
 

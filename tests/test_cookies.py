@@ -85,3 +85,39 @@ def test_tokens_start_with_the_prefix() -> None:
 def test_unserialisable_value_names_the_problem() -> None:
     with pytest.raises(TypeError, match="JSON cannot encode"):
         dump_json({"when": object()})
+
+
+def test_a_repeated_value_is_verified_once_and_still_expires() -> None:
+    """``decode`` remembers verified values: a repeat skips the HMAC check and the parse
+    (the same state comes back), but is still refused once past ``max_age``."""
+    codec = CookieCodec(KEY, max_age=100)
+    value = codec.encode("c", None, '{"a":1}')
+    first = codec.decode(value)
+    assert first is not None
+    assert codec.decode(value) is first
+    assert codec.decode(value.encode()) is first
+    now = int(time.time())
+    assert codec.decode(value, now=now + 102) is None  # expiry is checked on every use
+
+
+def test_only_verified_values_are_remembered() -> None:
+    codec = CookieCodec(KEY)
+    value = codec.encode("c", None, '{"a":1}')
+    body, _, signature = value.rpartition(".")
+    forged = f"{body}.{signature[:-2]}AA"
+    for _ in range(3):
+        assert codec.decode(forged) is None
+    assert forged.encode() not in codec._verified
+    assert codec.decode("é") is None  # not ASCII: no valid value
+
+
+def test_the_verified_values_are_bounded() -> None:
+    from agentsession.cookie.codec import VERIFIED_CACHE_SIZE
+
+    codec = CookieCodec(KEY)
+    values = [codec.encode(f"client-{n}", None, "{}") for n in range(VERIFIED_CACHE_SIZE + 50)]
+    for value in values:
+        assert codec.decode(value) is not None
+    assert len(codec._verified) == VERIFIED_CACHE_SIZE
+    assert values[0].encode() not in codec._verified  # the oldest went first
+    assert codec.decode(values[0]) is not None  # and is verified again when it comes back

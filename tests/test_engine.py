@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentsession.errors import ConfigError
@@ -131,11 +132,47 @@ async def test_sqlite_memory_engine_has_foreign_keys() -> None:
 
 @pytest.mark.parametrize("url", ["postgresql://u:pw@127.0.0.1/app", "mysql://u:pw@127.0.0.1/app"])
 @pytest.mark.parametrize("pool_size", [1, 7])
-def test_server_engines_pre_ping_and_pool_size(url: str, pool_size: int) -> None:
+def test_server_engines_do_not_pre_ping(url: str, pool_size: int) -> None:
+    """One round trip per statement: no ``SELECT 1`` before each (see the next test)."""
     engine = create_engine(url, pool_size=pool_size)
     pool = engine.sync_engine.pool
-    assert pool._pre_ping is True
+    assert pool._pre_ping is False
     assert pool.size() == pool_size  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+async def test_a_connection_the_server_closed_is_replaced_without_a_ping(
+    backend: str, tmp_path: Path
+) -> None:
+    """The server ends a pooled connection (as a restart does): the next checkout
+    notices it locally and opens another; the caller sees no error, and the only
+    statements sent are the caller's own."""
+    whoami = "SELECT pg_backend_pid()" if backend == "postgresql" else "SELECT CONNECTION_ID()"
+    async with fresh_database(backend, tmp_path) as url:
+        engine = create_engine(url, pool_size=1)
+        other = create_engine(url, pool_size=1)
+        sent: list[str] = []
+        event.listen(
+            engine.sync_engine, "before_cursor_execute", lambda *args: sent.append(args[2])
+        )
+        try:
+            async with engine.connect() as conn:
+                first = (await conn.execute(text(whoami))).scalar_one()
+            kill = (
+                f"SELECT pg_terminate_backend({first})"
+                if backend == "postgresql"
+                else (f"KILL {first}")
+            )
+            async with other.connect() as conn:
+                await conn.execute(text(kill))
+            await asyncio.sleep(0.3)  # the FIN reaches the client's event loop
+            async with engine.connect() as conn:
+                second = (await conn.execute(text(whoami))).scalar_one()
+            assert second != first
+            assert sent == [whoami, whoami]
+        finally:
+            await engine.dispose()
+            await other.dispose()
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])

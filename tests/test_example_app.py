@@ -102,7 +102,12 @@ async def test_the_page_and_its_assets_load_from_the_app_only(tmp_path: Path) ->
         assert page.headers["content-security-policy"].startswith("default-src 'self';")
         assert page.headers["x-content-type-options"] == "nosniff"
         assets = re.findall(r'(?:href|src)="([^"#]+)"', page.text)
-        assert sorted(assets) == ["/static/app.js", "/static/favicon.svg", "/static/style.css"]
+        assert sorted(assets) == [
+            "/api/v1/me/export",  # the "Download my data" link
+            "/static/app.js",
+            "/static/favicon.svg",
+            "/static/style.css",
+        ]
         for asset, kind in (
             ("/static/app.js", "text/javascript"),
             ("/static/style.css", "text/css"),
@@ -151,6 +156,8 @@ async def test_a_turn_costs_two_transactions(tmp_path: Path) -> None:
     async with lifespan(app), client_for(app) as client:
         session_id = await new_conversation(client)
         service: SessionService = middleware_of(app).service
+        # The revocation list is read once per staleness window: not in this turn.
+        await client.get(f"{API}/session/current")
         with statements(service) as seen:
             response = await client.post(
                 f"/agent/sessions/{session_id}/messages", json={"message": "count me"}

@@ -414,7 +414,7 @@ def test_verify_keys_finds_strays_and_what_deleted_conversations_left() -> None:
 def test_log_summary_names_each_escaped_exception_and_its_cause() -> None:
     log = "\n".join(
         [
-            "sessions_router: the session store is unavailable: postgresql+asyncpg://u@h/db: "
+            "the session store is unavailable (save_task): postgresql+asyncpg://u@h/db: "
             "ConnectionRefusedError: [Errno 111] refused",
             "ERROR:    Exception in ASGI application",
             "Traceback (most recent call last):",
@@ -439,3 +439,52 @@ def test_log_summary_names_each_escaped_exception_and_its_cause() -> None:
     ) in summary, summary
     assert "1 x ConnectionRefusedError: [Errno 111] refused" in summary, summary
     assert "WARNING:  something else" in summary, summary
+
+
+async def test_health_answers_503_while_postgresql_is_down(
+    postgresql_server: PostgresCluster,
+) -> None:
+    """``GET /health``: 200 while the database answers, 503 in the API's error shape
+    (with ``Retry-After``) within about a second of it stopping, 200 once it is back."""
+    import httpx
+    from fastapi import FastAPI
+
+    from agentsession import SessionMiddleware, SessionService, sessions_router
+    from agentsession.stores.sql import SqlStore
+
+    await postgresql_server.execute("CREATE DATABASE health")
+    service = SessionService(SqlStore(postgresql_server.url("health")))
+    app = FastAPI()
+    app.include_router(sessions_router(), prefix="/api")
+    app.add_middleware(SessionMiddleware, secret_key="s" * 32, service=service)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with service, httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            up = await http.get("/api/health")
+            assert (up.status_code, up.json()) == (200, {"status": "ok"})
+            assert "set-cookie" not in up.headers
+            postgresql_server.stop("immediate")
+            started = time.monotonic()
+            down = await http.get("/api/health")
+            took = time.monotonic() - started
+            assert down.status_code == 503, down.text
+            assert down.json() == {
+                "error": {
+                    "code": "store_unavailable",
+                    "message": "the session store is unavailable; retry later",
+                }
+            }
+            assert down.headers["retry-after"] == "5"
+            assert took < 1.5, took
+            postgresql_server.start()
+            back = await first_true(lambda: _healthy(http), time.monotonic() + 15)
+            assert back is not None
+    finally:
+        if not postgresql_server.running:
+            postgresql_server.start()
+        await postgresql_server.execute("DROP DATABASE IF EXISTS health WITH (FORCE)")
+
+
+async def _healthy(http: Any) -> bool:
+    response = await http.get("/api/health")
+    return bool(response.status_code == 200)

@@ -387,3 +387,36 @@ async def test_direct_scope_access_loads_the_session() -> None:
         "reversed": ["user"],
     }
     assert response.headers["vary"] == "Cookie"
+
+
+async def test_a_nested_change_never_leaks_into_another_request_with_the_same_cookie() -> None:
+    """The codec shares a remembered cookie's parsed state between requests; a list the
+    app changes in place belongs to its own request (the next one with the old cookie
+    gets the old list)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from agentsession import SessionMiddleware
+
+    async def seed(request: Request) -> JSONResponse:
+        request.session["cart"] = ["apple"]
+        request.session["profile"] = {"name": "a"}
+        return JSONResponse({})
+
+    async def add(request: Request) -> JSONResponse:
+        request.session["cart"].append("pear")  # in place: no __setitem__
+        request.session["profile"]["name"] += "!"
+        return JSONResponse(request.session["cart"])
+
+    app = Starlette(routes=[Route("/seed", seed), Route("/add", add)])
+    app.add_middleware(SessionMiddleware, secret_key="k" * 40)
+    async with client_for(app) as client:
+        seeded = await client.get("/seed")
+        old = cookie_value(set_cookie(seeded) or "")
+        for _ in range(3):
+            response = await client.get("/add", headers={"cookie": f"session={old}"})
+            assert response.json() == ["apple", "pear"]
+            header = set_cookie(response)
+            assert header is not None  # the nested change is sent

@@ -42,7 +42,7 @@ from tests.databases import SQL_BACKENDS, fresh_database
 
 pytestmark = pytest.mark.anyio
 
-TABLES = {"sessions", "chat_tasks", "feedback", "agentsession_leases"}
+TABLES = {"sessions", "chat_tasks", "feedback", "agentsession_leases", "agentsession_revocations"}
 
 
 @pytest.fixture(params=SQL_BACKENDS)

@@ -9,7 +9,7 @@
   5xx, every 4xx is ``{"error": {"code", "message", "field"?}}``, and a 4xx leaves
   every stored row exactly as it was.
 
-Memory and SQLite run ``LOCAL`` (more examples), PostgreSQL and MariaDB ``SERVER``
+Memory and SQLite run ``LOCAL`` (more examples), PostgreSQL, MariaDB, Redis and DynamoDB ``SERVER``
 (fewer). Under ``CI`` Hypothesis loads its "ci" profile (derandomized, no example
 database); locally failing examples are kept in ``.hypothesis/`` (git-ignored).
 """
@@ -49,6 +49,10 @@ from agentsession.stores.redis import RedisStore
 from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
 from tests.apps import SECRET, client_for
 from tests.databases import (
+    dynamodb_dump,
+    dynamodb_items,
+    dynamodb_service,
+    dynamodb_table,
     fresh_database,
     redis_namespace,
     redis_service,
@@ -166,6 +170,10 @@ class Api:
         """Every stored conversation, chat task and feedback row, comparable with ==."""
         if self.backend == "memory":
             return await self._listed()
+        if self.backend == "dynamodb":
+            dump = await dynamodb_dump(self.service)
+            assert dump["problems"] == []
+            return await dynamodb_items(self.service)
         if self.backend == "redis":
             store = self.service.store
             assert isinstance(store, RedisStore)
@@ -207,6 +215,9 @@ async def api(backend: str, tmp_path: Path) -> AsyncIterator[Api]:
         elif backend == "redis":
             url, prefix = await stack.enter_async_context(redis_namespace())
             service = redis_service(url, prefix, ttl=TTL)
+        elif backend == "dynamodb":
+            table = await stack.enter_async_context(dynamodb_table())
+            service = dynamodb_service(*table, ttl=TTL)
         else:
             url = await stack.enter_async_context(fresh_database(backend, tmp_path))
             service = sql_service(url, ttl=TTL)
@@ -299,7 +310,9 @@ def percent(raw: bytes) -> str:
     return "".join(f"%{byte:02X}" for byte in raw)
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mysql", "redis"])
+@pytest.mark.parametrize(
+    "backend", ["memory", "sqlite", "postgresql", "mysql", "redis", "dynamodb"]
+)
 async def test_tampered_cursors_are_422_naming_cursor(api: Api) -> None:
     before = await api.snapshot()
     for app, client in api.clients.items():
@@ -312,7 +325,9 @@ async def test_tampered_cursors_are_422_naming_cursor(api: Api) -> None:
     assert await api.snapshot() == before
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mysql", "redis"])
+@pytest.mark.parametrize(
+    "backend", ["memory", "sqlite", "postgresql", "mysql", "redis", "dynamodb"]
+)
 async def test_cursors_at_the_edges_of_the_range_are_valid(api: Api) -> None:
     """The widest keys a cursor may hold, padded or not, are pages (maybe empty)."""
     keys = [(2**63 - 1, "a"), (-(2**63), "z"), (0, "\U0010ffff" * 255), (1, "\u00e9 \t")]
@@ -326,7 +341,9 @@ async def test_cursors_at_the_edges_of_the_range_are_valid(api: Api) -> None:
                 assert set(response.json()) == {"data", "meta"}
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql", "mysql", "redis"])
+@pytest.mark.parametrize(
+    "backend", ["memory", "sqlite", "postgresql", "mysql", "redis", "dynamodb"]
+)
 async def test_pages_past_ids_that_make_long_cursors(api: Api) -> None:
     """A task id of 255 characters that JSON escapes (each up to 12 bytes) is a page
     boundary like any other: the cursor made for it is taken back."""
@@ -720,7 +737,7 @@ async def test_any_request_is_answered_cleanly(api: Api, call: Call) -> None:
     await check(api, call)
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "mysql", "redis"])
+@pytest.mark.parametrize("backend", ["postgresql", "mysql", "redis", "dynamodb"])
 @SERVER
 @given(call=calls())
 async def test_any_request_is_answered_cleanly_on_servers(api: Api, call: Call) -> None:
@@ -745,7 +762,7 @@ async def test_any_cursor_is_a_page_or_422(api: Api, route: str, cursor: str) ->
     await check_cursor(api, route, cursor)
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "mysql", "redis"])
+@pytest.mark.parametrize("backend", ["postgresql", "mysql", "redis", "dynamodb"])
 @SERVER_CURSORS
 @given(route=st.sampled_from(LIST_ROUTES), cursor=cursor_text())
 async def test_any_cursor_is_a_page_or_422_on_servers(api: Api, route: str, cursor: str) -> None:

@@ -17,10 +17,12 @@ import pytest
 from sqlalchemy import text
 
 from agentsession import SessionService
+from agentsession.stores.dynamodb import DynamoDBStore
 from agentsession.stores.memory import MemoryStore
 from agentsession.stores.redis import RedisStore
 from agentsession.stores.sql import SqlStore
 from tests.apps import client_for
+from tests.databases import dynamodb_dump
 from tests.test_api import PREFIX, fastapi_app
 
 pytestmark = pytest.mark.anyio
@@ -57,6 +59,14 @@ async def rows_of(service: SessionService, session_id: str) -> dict[str, int]:
             "task homes without their conversation": sum(
                 home not in kept for home in store._task_home.values()
             ),
+        }
+    if isinstance(store, DynamoDBStore):
+        dump = await dynamodb_dump(service)
+        return {
+            "conversation": int(session_id in dump["sessions"]),
+            "task homes": sum(home == session_id for home in dump["chat_tasks"].values()),
+            "feedback": sum(home == session_id for home in dump["feedback"].values()),
+            "inconsistencies": len(dump["problems"]),
         }
     if isinstance(store, RedisStore):
         dump = await store._dump()

@@ -30,6 +30,7 @@ from agentsession.config import AgentSessionConfig, RetentionConfig, load_config
 from agentsession.retention import LEASE_NAME
 from agentsession.service import SessionService, now_ms
 from agentsession.stores.base import FeedbackRecord, SessionRecord, TaskRecord
+from agentsession.stores.dynamodb import DynamoDBStore
 from agentsession.stores.memory import MemoryStore
 from agentsession.stores.redis import RedisStore
 from agentsession.stores.sql import SqlStore
@@ -43,6 +44,10 @@ from agentsession.stores.sql.schema import chat_tasks, feedback, sessions
 from tests.apps import middleware_of
 from tests.databases import (
     BACKENDS,
+    SQL_BACKENDS,
+    dynamodb_dump,
+    dynamodb_service,
+    dynamodb_table,
     fresh_database,
     redis_namespace,
     redis_service,
@@ -70,6 +75,10 @@ async def opened(backend: str, tmp_path: Path) -> AsyncIterator[SessionService]:
         return
     if backend == "redis":
         async with redis_namespace() as (url, prefix), redis_service(url, prefix) as service:
+            yield service
+        return
+    if backend == "dynamodb":
+        async with dynamodb_table() as table, dynamodb_service(*table) as service:
             yield service
         return
     async with fresh_database(backend, tmp_path) as url, sql_service(url) as service:
@@ -194,6 +203,14 @@ async def contents(service: SessionService) -> dict[str, set[str]]:
                 found["feedback"].add(item.id)
         assert {task_id for _, task_id in store._task_home} == found["chat_tasks"]
         return found
+    if isinstance(store, DynamoDBStore):
+        dump = await dynamodb_dump(service)
+        assert dump["problems"] == []
+        return {
+            "sessions": set(dump["sessions"]),
+            "chat_tasks": {task_id for _, task_id in dump["chat_tasks"]},
+            "feedback": {feedback_id for _, feedback_id in dump["feedback"]},
+        }
     if isinstance(store, RedisStore):
         dump = await store._dump()
         assert dump["problems"] == []
@@ -266,7 +283,7 @@ async def test_prune_deletes_exactly_the_rows_older_than_each_cutoff(
         }
         left = await contents(service)
         assert left == {table: ids - case.gone for table, ids in everything.items()}
-        if any_backend not in ("memory", "redis"):  # Redis batches walk users (SCAN)
+        if any_backend in SQL_BACKENDS:  # Redis batches walk users, DynamoDB a Scan
             # Batches of 2: a rule that deletes n rows takes n // 2 + 1 of them (the
             # last one short); a rule that is off takes none. The lease is free again.
             retention = case.retention

@@ -88,6 +88,7 @@ async def test_a_prefixed_store_lives_beside_the_apps_sessions_table(
 
             ours = {f"{PREFIX}{name}" for name in ("sessions", "chat_tasks", "feedback")}
             ours |= {f"{PREFIX}agentsession_leases", f"{PREFIX}agentsession_alembic_version"}
+            ours.add(f"{PREFIX}agentsession_revocations")
             where = f"{SCHEMA}." if schema else ""
             app = "public.sessions" if schema else "sessions"
             assert await _catalogue(store) == {app, *(where + name for name in ours)}

@@ -400,6 +400,19 @@ function submit() {
   });
 }
 
+// The account: every session of this user ends (copies of the cookie too); or the
+// user's data goes, and every session with it. Either way the page starts afresh.
+
+async function logoutEverywhere() {
+  await call("POST", `${API}/session/logout`, { everywhere: true });
+  await loadEverything();
+}
+
+async function deleteMyData() {
+  await call("DELETE", `${API}/me`);
+  await loadEverything();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -416,5 +429,11 @@ document.addEventListener("DOMContentLoaded", () => {
     $("message").focus();
   }));
   $("error-dismiss").addEventListener("click", clearError);
+  $("logout-everywhere").addEventListener("click", () => attempt(logoutEverywhere));
+  $("delete-data").addEventListener("click", () => {
+    if (window.confirm("Delete every conversation, message and rating of yours?")) {
+      attempt(deleteMyData);
+    }
+  });
   attempt(loadEverything).then(() => $("message").focus());
 });

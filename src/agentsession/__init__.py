@@ -22,9 +22,11 @@ from agentsession.cookie.session import (
     Session,
     get_client_id,
     get_session_id,
+    get_user_id,
     regenerate_client_id,
     regenerate_session_id,
     set_session_id,
+    set_user_id,
 )
 from agentsession.errors import (
     AgentSessionError,
@@ -39,9 +41,11 @@ from agentsession.errors import (
 
 if TYPE_CHECKING:
     from agentsession.api import ApiError, sessions_router
+    from agentsession.http_errors import install_error_handlers
     from agentsession.identity import resolve_user
     from agentsession.persistence import Persistence
     from agentsession.retention import PruneReport, RetentionScheduler, prune
+    from agentsession.revocation import logout, logout_everywhere
     from agentsession.service import SessionService, SessionState
     from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
 
@@ -50,12 +54,15 @@ __version__ = "0.1.0"
 #: Public names imported on first use: name -> module.
 _LAZY = {
     "ApiError": "agentsession.api",
+    "install_error_handlers": "agentsession.http_errors",
     "sessions_router": "agentsession.api",
     "resolve_user": "agentsession.identity",
     "Persistence": "agentsession.persistence",
     "PruneReport": "agentsession.retention",
     "RetentionScheduler": "agentsession.retention",
     "prune": "agentsession.retention",
+    "logout": "agentsession.revocation",
+    "logout_everywhere": "agentsession.revocation",
     "SessionService": "agentsession.service",
     "SessionState": "agentsession.service",
     "FeedbackRecord": "agentsession.stores.base",
@@ -92,13 +99,18 @@ __all__ = [
     "get_persistence",
     "get_session_id",
     "get_session_service",
+    "get_user_id",
+    "install_error_handlers",
     "load_config",
+    "logout",
+    "logout_everywhere",
     "prune",
     "regenerate_client_id",
     "regenerate_session_id",
     "resolve_user",
     "sessions_router",
     "set_session_id",
+    "set_user_id",
 ]
 
 

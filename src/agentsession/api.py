@@ -11,77 +11,50 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router
 
 from agentsession.common import API_DEFAULT_PAGE_SIZE, API_MAX_PAGE_SIZE
 from agentsession.cookie.middleware import get_middleware
-from agentsession.cookie.session import Session, get_client_id, get_session_id, set_session_id
-from agentsession.errors import (
-    IdConflict,
-    InvalidInput,
-    SessionNotFound,
-    StoreMisconfigured,
-    StoreUnavailable,
+from agentsession.cookie.session import (
+    Session,
+    get_client_id,
+    get_session_id,
+    get_user_id,
+    set_session_id,
+    set_user_id,
 )
+from agentsession.http_errors import ApiError, error_response, install_error_handlers
 from agentsession.identity import UserResolver, resolve_user
-from agentsession.openapi import OPERATIONS
+from agentsession.openapi import OPERATIONS, response_models
+from agentsession.revocation import logout, logout_everywhere, revocations_of
 from agentsession.service import SessionService
 from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "ApiError", "read_json_body", "sessions_router", "task_json"]
-
-logger = logging.getLogger("agentsession")
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "ApiError",
+    "install_error_handlers",
+    "read_json_body",
+    "sessions_router",
+    "task_json",
+]
 
 #: Largest request body the routes read (1 MiB); larger ones get 413 unread.
 DEFAULT_MAX_BODY_SIZE: Final = 1024 * 1024
-#: Seconds a client is told to wait (``Retry-After``) when the store is unavailable.
-RETRY_AFTER_SECONDS: Final = 5
-
-#: The service's argument names as the API spells them.
-_FIELDS: Final = {
-    "session_id": "sessionId",
-    "task_id": "taskId",
-    "agent_id": "agentId",
-    "user_message": "userMessage",
-    "message_bubbles": "messageBubbles",
-    "task_metadata": "taskMetadata",
-    "rating": "feedbackType",
-    "comment": "feedbackText",
-    "user_id": "user",
-    "client_id": "clientId",
-}
+#: Seconds ``GET /health`` waits for the store before it answers 503.
+HEALTH_TIMEOUT: Final = 1.0
 _JSON_TYPES: Final = ("application/json",)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class ApiError(Exception):
-    """An error response: HTTP status, a stable ``code``, a message and maybe a field."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-
-    def response(self) -> JSONResponse:
-        """The error as the API answers it (``Retry-After`` on 503)."""
-        error: dict[str, str] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            error["field"] = self.field
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if self.status == 503 else None
-        return JSONResponse({"error": error}, status_code=self.status, headers=headers)
 
 
 def _invalid(field: str, message: str) -> ApiError:
@@ -115,7 +88,13 @@ def sessions_router(
         ]
         return Router(routes=plain)  # type: ignore[return-value]  # no FastAPI: Mount it
     router = APIRouter(tags=["agentsession"], route_class=_plain_route_class())
+    models = response_models()
     for path, method, name, status, operation, endpoint in routes:
+        responses = {
+            int(code): _fastapi_response(response, models)
+            for code, response in operation["responses"].items()
+        }
+        success = responses.pop(status)
         router.add_api_route(
             path,
             endpoint,
@@ -124,9 +103,21 @@ def sessions_router(
             operation_id=name,
             status_code=status,
             summary=operation["summary"],
-            openapi_extra={k: v for k, v in operation.items() if k != "summary"},
+            response_model=success.get("model"),
+            response_description=success["description"],
+            responses=responses,  # type: ignore[arg-type]
+            openapi_extra={k: v for k, v in operation.items() if k not in ("summary", "responses")},
         )
     return router
+
+
+def _fastapi_response(response: dict[str, Any], models: dict[str, type[Any]]) -> dict[str, Any]:
+    """A written response for FastAPI: its schema ``$ref`` given as the named model."""
+    out = {k: v for k, v in response.items() if k != "content"}
+    ref = response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
+    if ref is not None:
+        out["model"] = models[ref.rsplit("/", 1)[1]]
+    return out
 
 
 def _plain_route_class() -> type[Any]:
@@ -161,26 +152,11 @@ def _guard(endpoint: Endpoint) -> Endpoint:
     async def guarded(request: Request) -> Response:
         try:
             return await endpoint(request)
-        except ApiError as error:
-            return error.response()
-        except InvalidInput as error:
-            field = _FIELDS.get(error.field, error.field)
-            message = str(error).split(": ", 1)[-1]
-            return _invalid(field, message).response()
-        except IdConflict as error:
-            field = _FIELDS.get(error.field, error.field)
-            message = f"{field} is already in use by another of your conversations"
-            return ApiError(409, "conflict", message, field).response()
-        except SessionNotFound:
-            return ApiError(404, "not_found", "no such conversation").response()
-        except StoreUnavailable as error:
-            if isinstance(error, StoreMisconfigured):
-                # Not an outage that passes: the operator has to act (a grant, a database).
-                logger.error("sessions_router: the session store is misconfigured: %s", error)
-            else:
-                logger.warning("sessions_router: the session store is unavailable: %s", error)
-            message = "the session store is unavailable; retry later"
-            return ApiError(503, "store_unavailable", message).response()
+        except Exception as error:
+            response = error_response(error)
+            if response is None:
+                raise
+            return response
 
     guarded.__name__ = endpoint.__name__
     guarded.__doc__ = endpoint.__doc__
@@ -239,7 +215,16 @@ class _Handlers:
     async def list_chat_tasks(self, request: Request) -> Response:
         service, user = await self._context(request)
         limit, cursor = _paging(request)
-        page = await service.list_tasks(user, _session_id(request), limit=limit, cursor=cursor)
+        order = request.query_params.get("order", "oldest")
+        if order not in ("oldest", "newest"):
+            raise _invalid("order", f"must be oldest or newest, not {_printable(order)!r}")
+        page = await service.list_tasks(
+            user,
+            _session_id(request),
+            limit=limit,
+            cursor=cursor,
+            newest_first=order == "newest",
+        )
         return _page(page, task_json)
 
     async def save_chat_task(self, request: Request) -> Response:
@@ -298,6 +283,13 @@ class _Handlers:
 
     # The caller's web session
 
+    # Health
+
+    async def health(self, request: Request) -> Response:
+        """200 when the store answers within a second; the guard makes a failure a 503."""
+        await get_middleware(request).service.ping(within=HEALTH_TIMEOUT)
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
     async def get_current_session(self, request: Request) -> Response:
         return _current(request)
 
@@ -314,6 +306,44 @@ class _Handlers:
         get_middleware(request).renew(_session_of(request))
         return _current(request)
 
+    # Logging out, and the caller's data (agentsession.revocation, agentsession.export)
+
+    async def logout(self, request: Request) -> Response:
+        body = await self._body(request, ("everywhere",), empty_ok=True)
+        everywhere = body.get("everywhere", False)
+        if not isinstance(everywhere, bool):
+            raise _invalid("everywhere", f"must be true or false, not {_kind(everywhere)}")
+        if everywhere:
+            _, user = await self._context(request)
+            await logout_everywhere(request, user)
+        else:
+            await logout(request)
+        return Response(status_code=204)
+
+    async def export_me(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        chunks = service.export_user(user)
+        first = await anext(chunks)  # a store outage is a 503 here, not a broken download
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+        headers = {
+            "Content-Disposition": f'attachment; filename="agentsession-export-{stamp}.json"',
+            "Cache-Control": "no-store",
+        }
+
+        async def body() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+
+        return StreamingResponse(body(), media_type="application/json", headers=headers)
+
+    async def erase_me(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        cache = revocations_of(request)
+        await service.erase_user(user, keep_for=cache.max_age)
+        await logout_everywhere(request, user)
+        return Response(status_code=204)
+
     # Request parts
 
     async def _context(self, request: Request) -> tuple[SessionService, str]:
@@ -322,6 +352,7 @@ class _Handlers:
         user = await resolve_user(request, self.user_resolver)
         if user is None:
             raise ApiError(401, "unauthorized", "no user could be resolved for this request")
+        _bind(request, user)
         return service, user
 
     async def _body(
@@ -401,6 +432,13 @@ def _parse_body(request: Request, raw: bytes) -> Any:
 
 
 # Helpers: reading input
+
+
+def _bind(request: Request, user: str) -> None:
+    """Bind the session to an authenticated user (not its own anonymous client id), so
+    that logging the user out everywhere voids this cookie or token too."""
+    if get_user_id(request) != user and user != _session_of(request)._client_id:
+        set_user_id(request, user)
 
 
 def _session_of(request: Request) -> Session:

@@ -1,11 +1,12 @@
 """The ``agentsession`` command: ``migrate``, ``prune [--dry-run]``, ``stats``.
 
-The configuration comes from ``--config FILE`` (with environment overrides) or from
-the environment alone. Exit status: 0 done; 1 the database is unavailable, not
-migrated, or busy with another instance's prune; 2 bad configuration (the message
-names the key), a database that refuses the URL (no such database, user or
-privilege), or a memory store, which has nothing to work on outside the app. Errors
-are one line on stderr, never a traceback.
+The configuration comes from ``--config FILE`` (before or after the command, with
+environment overrides) or from the environment alone. ``--version`` prints the
+version; called bare, the command prints its help. Exit status: 0 done; 1 the
+database is unavailable, not migrated, or busy with another instance's prune; 2 bad
+configuration (the message names the key), a database that refuses the URL (no such
+database, user or privilege), or a memory store, which has nothing to work on outside
+the app. Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TextIO
 
+from agentsession import __version__
+from agentsession.cli_userdata import COMMANDS as USER_COMMANDS
+from agentsession.cli_userdata import add_commands as add_user_commands
 from agentsession.common import now_ms
 from agentsession.config import AgentSessionConfig, load_config
 from agentsession.errors import ConfigError, StoreUnavailable
@@ -43,7 +47,11 @@ class _Failed(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare ``agentsession``: say what it can do
+        parser.print_help()
+        return 0
     try:
         config = load_config(args.config)
         kind = config.session_service.type
@@ -54,13 +62,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "'memory' (its data lives inside each app process): set "
                 "SESSION_DATABASE_URL or session_service.database_url",
             )
-        if kind == "redis" and args.command != "prune":
+        if kind == "redis" and args.command not in ("prune", *USER_COMMANDS):
             raise _Failed(
                 2,
                 f"{args.command} works on a SQL database; Redis keeps no schema to migrate "
                 "and no tables to count (prune works on Redis too)",
             )
-        command = {"migrate": _migrate, "prune": _prune, "stats": _stats}[args.command]
+        if kind == "dynamodb" and args.command == "stats":
+            raise _Failed(
+                2,
+                "stats works on a SQL database; for a DynamoDB table see its CloudWatch "
+                "metrics (migrate, prune and the user commands work on DynamoDB too)",
+            )
+        commands = {"migrate": _migrate, "prune": _prune, "stats": _stats, **USER_COMMANDS}
+        if kind == "dynamodb":
+            commands["migrate"] = _migrate_dynamodb
+        command = commands[args.command]
         return asyncio.run(_settled(command(config, args)))
     except ConfigError as error:
         return _exit(2, f"configuration error: {error}")
@@ -92,16 +109,20 @@ def _parser() -> argparse.ArgumentParser:
         prog="agentsession",
         description="Maintain an agentsession database: migrations, retention, statistics.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="YAML configuration file (environment overrides apply); "
-        "default: the environment alone (SESSION_DATABASE_URL, DATA_RETENTION_*)",
+    parser.add_argument("--version", action="version", version=f"agentsession {__version__}")
+    _add_config(parser, default=None)
+    # Every subcommand takes --config too, so it may come before or after the command;
+    # SUPPRESS keeps a value given before the command when none follows it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_config(common, default=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "migrate", parents=[common], help="bring the database schema to the newest revision"
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("migrate", help="bring the database schema to the newest revision")
     pruning = commands.add_parser(
-        "prune", help="delete the rows data_retention says are old, now, and report counts"
+        "prune",
+        parents=[common],
+        help="delete the rows data_retention says are old, now, and report counts",
     )
     pruning.add_argument("--dry-run", action="store_true", help="count only; delete nothing")
     pruning.add_argument(
@@ -118,8 +139,22 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="show a progress bar on stderr (default: when stderr is a terminal)",
     )
-    commands.add_parser("stats", help="row counts and the oldest row of each table")
+    commands.add_parser(
+        "stats", parents=[common], help="row counts and the oldest row of each table"
+    )
+    add_user_commands(commands, common)
     return parser
+
+
+def _add_config(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    """``--config FILE`` on ``parser``."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="YAML configuration file (environment overrides apply); "
+        "default: the environment alone (SESSION_DATABASE_URL, DATA_RETENTION_*)",
+    )
 
 
 def _ratio(text: str) -> float:
@@ -183,6 +218,20 @@ async def _migrate(config: AgentSessionConfig, args: argparse.Namespace) -> int:
         print(f"{mask_url(url)}: migrated from {before or 'an empty database'} to {head}")
     else:
         print(f"{mask_url(url)}: already at {head}")
+    return 0
+
+
+async def _migrate_dynamodb(config: AgentSessionConfig, args: argparse.Namespace) -> int:
+    """Create the DynamoDB table (on-demand, TTL on) when it is missing; never change one."""
+    from agentsession.stores.dynamodb import DynamoDBStore
+
+    store = SessionService.from_config(config).store
+    assert isinstance(store, DynamoDBStore)
+    try:
+        done = await store.migrate()
+    finally:
+        await store.close()
+    print("\n".join(done) if done else f"{store!r}: the table is there, nothing to do")
     return 0
 
 

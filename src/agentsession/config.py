@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from agentsession.errors import ConfigError
 
@@ -24,6 +25,7 @@ __all__ = [
     "ServiceConfig",
     "check_prefix",
     "check_schema",
+    "check_table_name",
     "config_from_mapping",
     "cookie_config",
     "cookie_environment",
@@ -47,6 +49,9 @@ class CookieConfig:
     https_only: bool | Literal["auto"] = "auto"
     partitioned: bool = False
     refresh_after: int | None = None
+    #: Seconds a revocation may take to reach every instance: the longest a process
+    #: trusts its cached revocation list before asking the store again.
+    revocation_staleness: float = 5.0
 
     @property
     def effective_refresh_after(self) -> int | None:
@@ -60,9 +65,10 @@ class CookieConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceConfig:
-    """Where conversations live: ``memory``, or ``sql`` / ``redis`` at ``database_url``."""
+    """Where conversations live: ``memory``, ``sql`` / ``redis`` at ``database_url``, or
+    ``dynamodb`` in table ``table_name``."""
 
-    type: Literal["memory", "sql", "redis"] = "memory"
+    type: Literal["memory", "sql", "redis", "dynamodb"] = "memory"
     database_url: str | None = field(default=None, repr=False)  # may hold a password
     ttl: int | None = None
     pool_size: int = 10
@@ -72,6 +78,11 @@ class ServiceConfig:
     table_prefix: str = ""
     #: PostgreSQL only: the schema that holds the tables (created if missing).
     schema: str | None = None
+    #: DynamoDB only: the table (default ``agentsession``), a local or compatible
+    #: endpoint instead of AWS's, and the region (else the standard AWS chain's).
+    table_name: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,12 +111,15 @@ class AgentSessionConfig:
     ) -> AgentSessionConfig:
         """Validate an already-parsed document, then apply env overrides (default os.environ).
 
-        Only the three known top-level sections are read; other keys belong to the app.
-        Pass ``env={}`` to ignore the environment.
+        Only the three known top-level sections are read; other keys belong to the app,
+        except one spelled close to a known section (``sesion``, ``data_retension``),
+        which is a ``ConfigError`` naming the section it probably meant. Pass ``env={}``
+        to ignore the environment.
         """
         if not isinstance(data, Mapping):
             raise ConfigError(f"the configuration must be a mapping, got {_show(data)}")
         env = os.environ if env is None else env
+        _refuse_misspelled_sections(data)
         raw = {name: _read_section(data, name, fields) for name, fields in _SECTIONS.items()}
         for name, overrides in _env_overrides(env).items():
             raw[name].update(overrides)
@@ -117,7 +131,8 @@ class AgentSessionConfig:
         }
         config = cls(**built)
         service = config.session_service
-        if service.type != "memory" and not service.database_url:
+        _check_dynamodb(service)
+        if service.type not in ("memory", "dynamodb") and not service.database_url:
             raise ConfigError(
                 "session_service.database_url is required when session_service.type is "
                 f"{service.type!r} (set it in the file or with SESSION_DATABASE_URL)"
@@ -127,7 +142,7 @@ class AgentSessionConfig:
                 f"session_service.schema: {service.schema!r} is set, but only PostgreSQL has "
                 f"schemas and session_service.type is {service.type!r}"
             )
-        if service.database_url and service.type != "memory":
+        if service.database_url and service.type not in ("memory", "dynamodb"):
             redis_url = is_redis_url(service.database_url)
             if redis_url != (service.type == "redis"):
                 want = "redis" if redis_url else "sql"
@@ -166,13 +181,9 @@ def load_config(
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        # Only the position and problem: a snippet could show a substituted secret.
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ConfigError(
-            f"config file {os.fspath(path)!r} is not valid YAML{where}: {problem}"
-        ) from None
+            f"config file {os.fspath(path)!r} is not valid YAML: {_yaml_error(exc)}"
+        ) from None  # PyYAML's own message carries a snippet: it could show a secret
     if document is None:
         document = {}
     if not isinstance(document, Mapping):
@@ -220,6 +231,7 @@ COOKIE_ARGUMENTS: dict[str, str] = {
     "partitioned": "partitioned",
     "secret_key_fallbacks": "secret_key_fallbacks",
     "refresh_after": "refresh_after",
+    "revocation_staleness": "revocation_staleness",
 }
 
 
@@ -241,6 +253,43 @@ def cookie_config(arguments: Mapping[str, object]) -> CookieConfig:
 
 _Parser = Callable[[object, str], Any]
 _Raw = dict[str, tuple[object, str]]  # field -> (value, name to use in errors)
+
+
+def _yaml_error(exc: Exception) -> str:
+    """PyYAML's own words, with the line and column of each mark, but not its snippet.
+
+    PyYAML's context ("while scanning a quoted scalar", with where that scalar began)
+    comes first: for an unclosed quote or bracket its problem mark is the end of the
+    file, and the context mark is the line at fault. The snippet is left out because
+    it could show a secret substituted from the environment.
+    """
+    parts = []
+    for text, mark in (
+        (getattr(exc, "context", None), getattr(exc, "context_mark", None)),
+        (getattr(exc, "problem", None), getattr(exc, "problem_mark", None)),
+    ):
+        if text or mark:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            parts.append(f"{text or 'here'}{where}")
+    return "; ".join(parts) or type(exc).__name__
+
+
+def _refuse_misspelled_sections(data: Mapping[str, object]) -> None:
+    """A top-level key close to a known section is a typo, not the app's own key.
+
+    Ignoring it would run with defaults nobody chose (retention without its limits).
+    """
+    import difflib
+
+    for key in data:
+        if not isinstance(key, str) or key in _SECTIONS:
+            continue
+        close = difflib.get_close_matches(key.lower(), _SECTIONS, n=1, cutoff=0.75)
+        if close:
+            raise ConfigError(
+                f"{key}: unknown top-level section; did you mean {close[0]}? "
+                f"(the sections are {', '.join(_SECTIONS)})"
+            )
 
 
 def _read_section(data: Mapping[str, object], name: str, fields: Mapping[str, _Parser]) -> _Raw:
@@ -275,9 +324,12 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
     for var, key in (
         ("SESSION_TABLE_PREFIX", "table_prefix"),
         ("SESSION_DATABASE_SCHEMA", "schema"),
+        *DYNAMODB_ENV.items(),
     ):
         if (text := get(var)) is not None:
             out["session_service"][key] = (text.strip(), var)
+    if (text := get("SESSION_DYNAMODB_TABLE")) is not None:
+        out["session_service"]["type"] = ("dynamodb", "SESSION_DYNAMODB_TABLE")
     if (enabled := get("DATA_RETENTION_ENABLED")) is not None:
         var = "DATA_RETENTION_ENABLED"
         out["data_retention"]["enabled"] = (_env_bool(enabled, var), var)
@@ -288,11 +340,13 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
 
 
 def _session_overrides(env: Mapping[str, str]) -> _Raw:
-    """The ``session`` settings set in ``env``: the secret and its fallbacks."""
+    """The ``session`` settings set in ``env``: the secret and its fallbacks, and the
+    revocation staleness."""
     out: _Raw = {}
     for var, key in (
         ("SESSION_SECRET_KEY", "secret_key"),
         ("SESSION_SECRET_KEY_FALLBACKS", "secret_key_fallbacks"),
+        ("SESSION_REVOCATION_STALENESS", "revocation_staleness"),
     ):
         value = env.get(var)
         if value is not None and value.strip():
@@ -352,6 +406,73 @@ def check_schema(schema: object, setting: str = "session_service.schema") -> str
             "digits and underscores, starting with a letter or underscore"
         )
     return schema
+
+
+#: The DynamoDB settings' environment variables (the table's also selects the type).
+DYNAMODB_ENV = {
+    "SESSION_DYNAMODB_TABLE": "table_name",
+    "SESSION_DYNAMODB_ENDPOINT_URL": "endpoint_url",
+    "SESSION_DYNAMODB_REGION": "region",
+}
+_DYNAMODB_TABLE = re.compile(r"[A-Za-z0-9_.\-]{3,255}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+-[0-9]+")
+
+
+def check_table_name(name: object, setting: str = "session_service.table_name") -> str | None:
+    """``name`` if it is None or a DynamoDB table name, else ``ConfigError`` naming ``setting``."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _DYNAMODB_TABLE.fullmatch(name):
+        raise ConfigError(
+            f"{setting}: {name!r} is not a DynamoDB table name; use 3 to 255 letters, "
+            "digits, '_', '-' and '.' (e.g. 'agentsession')"
+        )
+    return name
+
+
+def _endpoint_url(value: object, key: str) -> str | None:
+    """An ``http(s)://host[:port]`` endpoint (DynamoDB Local, a compatible service)."""
+    if value is None:
+        return None
+    text = _str(value, key).strip()
+    parts = urlsplit(text)
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(key, value, "expected an http:// or https:// URL such as http://localhost:8000")
+    return text
+
+
+def _region(value: object, key: str) -> str | None:
+    """An AWS region name such as ``eu-west-1``."""
+    if value is None:
+        return None
+    text = _str(value, key).strip()
+    if not _REGION.fullmatch(text):
+        raise _fail(key, value, "expected an AWS region such as eu-west-1")
+    return text
+
+
+def _check_dynamodb(service: ServiceConfig) -> None:
+    """The DynamoDB settings go with ``type: dynamodb``, and it with no ``database_url``."""
+    if service.type == "dynamodb":
+        if service.database_url:
+            raise ConfigError(
+                "session_service.type is 'dynamodb', but session_service.database_url is set "
+                "(DynamoDB is named by session_service.table_name and endpoint_url); remove "
+                "database_url (SESSION_DATABASE_URL) or set session_service.type to "
+                "'sql' or 'redis'"
+            )
+        return
+    for key in DYNAMODB_ENV.values():
+        if getattr(service, key) is not None:
+            raise ConfigError(
+                f"session_service.{key} is set, but it is a DynamoDB setting and "
+                f"session_service.type is {service.type!r}; set session_service.type to "
+                "'dynamodb' (or SESSION_DYNAMODB_TABLE)"
+            )
 
 
 _RETENTION_ENV = {
@@ -550,15 +671,19 @@ _SECTIONS: dict[str, dict[str, _Parser]] = {
         "https_only": _https_only,
         "partitioned": _bool,
         "refresh_after": _nullable_duration,
+        "revocation_staleness": _seconds,
     },
     "session_service": {
-        "type": lambda v, k: _choice(v, k, ("memory", "sql", "redis")),
+        "type": lambda v, k: _choice(v, k, ("memory", "sql", "redis", "dynamodb")),
         "database_url": lambda v, k: _optional_str(v, k, secret=True),
         "ttl": _nullable_duration,
         "pool_size": _at_least_one,
         "timeout": _seconds,
         "table_prefix": lambda v, k: check_prefix(v, k),
         "schema": lambda v, k: check_schema(v, k),
+        "table_name": lambda v, k: check_table_name(v, k),
+        "endpoint_url": _endpoint_url,
+        "region": _region,
     },
     "data_retention": {
         "enabled": _bool,

@@ -1,18 +1,22 @@
 """The OpenAPI 3.1 description of ``sessions_router()``, written once for both uses.
 
 FastAPI merges each operation into the app's own ``/openapi.json``; a plain Starlette
-app serves ``openapi_document()``. Schemas are inline (no ``$ref``) so that an
-operation dropped into any app's document stands alone.
+app serves ``openapi_document()``. The responses refer to named component schemas
+(``Conversation``, ``ChatTask``, ``Feedback``, their pages, ``CurrentSession``,
+``Error``, ``Health``, ``UserExport``: ``SCHEMAS``), so that generated clients get
+named types; under FastAPI they reach the app's ``components`` as pydantic models
+(``response_models()``) whose JSON schema is exactly the written one.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Final
+import functools
+from typing import Any, Final, cast
 
 from agentsession.common import API_DEFAULT_PAGE_SIZE, API_MAX_PAGE_SIZE, ID_LENGTH, NAME_LENGTH
 
-__all__ = ["OPERATIONS", "openapi_document"]
+__all__ = ["OPERATIONS", "SCHEMAS", "openapi_document", "response_models"]
 
 _ID: Final = {"type": "string", "minLength": 1, "maxLength": ID_LENGTH}
 _NAME: Final = {"type": ["string", "null"], "maxLength": NAME_LENGTH}
@@ -104,12 +108,17 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _page(item: dict[str, Any]) -> dict[str, Any]:
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _page(item: str) -> dict[str, Any]:
+    """A page of ``item``s: ``{"data": [...], "meta": {"nextCursor"}}``."""
     return {
         "type": "object",
         "required": ["data", "meta"],
         "properties": {
-            "data": {"type": "array", "items": item},
+            "data": {"type": "array", "items": _ref(item)},
             "meta": {
                 "type": "object",
                 "required": ["nextCursor"],
@@ -117,6 +126,47 @@ def _page(item: dict[str, Any]) -> dict[str, Any]:
             },
         },
     }
+
+
+_HEALTH: Final = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string", "enum": ["ok"]}},
+}
+
+_USER_EXPORT: Final = {
+    "type": "object",
+    "description": "A user's data as `agentsession import-user` and `import_user` read it",
+    "required": ["format", "version", "userId", "exportedAt", "conversations", "feedback"],
+    "properties": {
+        "format": {"type": "string", "enum": ["agentsession-user-export"]},
+        "version": {"type": "integer", "enum": [1]},
+        "userId": {"type": "string"},
+        "exportedAt": _TIME,
+        "conversations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "description": "a conversation, its `state`, `stateVersion` and `chatTasks`",
+            },
+        },
+        "feedback": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+#: The named schemas of the responses: name -> JSON schema (pages refer to their item).
+SCHEMAS: Final[dict[str, dict[str, Any]]] = {
+    "Conversation": _SESSION,
+    "ChatTask": _TASK,
+    "Feedback": _FEEDBACK,
+    "ConversationPage": _page("Conversation"),
+    "ChatTaskPage": _page("ChatTask"),
+    "FeedbackPage": _page("Feedback"),
+    "CurrentSession": _CURRENT,
+    "Error": _ERROR,
+    "Health": _HEALTH,
+    "UserExport": _USER_EXPORT,
+}
 
 
 def _body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -161,7 +211,7 @@ _PAGING: Final = [
 def _operation(
     summary: str,
     status: int,
-    schema: dict[str, Any] | None,
+    schema: str | None,
     errors: str,
     *,
     parameters: list[dict[str, Any]] | None = None,
@@ -171,10 +221,10 @@ def _operation(
     responses: dict[str, Any] = {
         str(status): {"description": summary}
         if schema is None
-        else {"description": summary, "content": _json(schema)}
+        else {"description": summary, "content": _json(_ref(schema))}
     }
     for code in errors.split():
-        responses[code] = {"description": _ERRORS[code], "content": _json(_ERROR)}
+        responses[code] = {"description": _ERRORS[code], "content": _json(_ref("Error"))}
         if code == "503":
             responses[code]["headers"] = {
                 "Retry-After": {"schema": {"type": "string"}, "description": "seconds"}
@@ -195,7 +245,7 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         _operation(
             "The caller's conversations, most recently updated first",
             200,
-            _page(_SESSION),
+            "ConversationPage",
             "401 422 503",
             parameters=_PAGING,
         ),
@@ -206,7 +256,7 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         _operation(
             "Start a conversation and make it the current one",
             201,
-            _SESSION,
+            "Conversation",
             "400 401 413 415 422 503",
             body={**_body({"name": _NAME, "agentId": _OPTIONAL_ID}), "required": False},
         ),
@@ -215,7 +265,11 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         "get_session",
         200,
         _operation(
-            "One conversation", 200, _SESSION, "401 404 422 503", parameters=[_SESSION_ID_PATH]
+            "One conversation",
+            200,
+            "Conversation",
+            "401 404 422 503",
+            parameters=[_SESSION_ID_PATH],
         ),
     ),
     ("/sessions/{sessionId}", "PATCH"): (
@@ -224,7 +278,7 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         _operation(
             "Rename a conversation (null clears the name)",
             200,
-            _SESSION,
+            "Conversation",
             "400 401 404 413 415 422 503",
             parameters=[_SESSION_ID_PATH],
             body=_body({"name": _NAME}, ("name",)),
@@ -245,11 +299,20 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         "list_chat_tasks",
         200,
         _operation(
-            "A conversation's chat history, oldest first",
+            "A conversation's chat history, oldest first (or the latest turns first)",
             200,
-            _page(_TASK),
+            "ChatTaskPage",
             "401 404 422 503",
-            parameters=[_SESSION_ID_PATH, *_PAGING],
+            parameters=[
+                _SESSION_ID_PATH,
+                _query(
+                    "order",
+                    {"type": "string", "enum": ["oldest", "newest"], "default": "oldest"},
+                    "`newest`: the latest turns first, then older pages (an agent's context "
+                    "window); the cursor continues in its page's order",
+                ),
+                *_PAGING,
+            ],
         ),
     ),
     ("/sessions/{sessionId}/chat-tasks", "POST"): (
@@ -258,7 +321,7 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         _operation(
             "Insert or replace a chat task by its taskId",
             200,
-            _TASK,
+            "ChatTask",
             "400 401 404 409 413 415 422 503",
             parameters=[_SESSION_ID_PATH],
             body=_body(
@@ -278,7 +341,7 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         _operation(
             "Rate a chat task; the caller's earlier rating of it is replaced",
             201,
-            _FEEDBACK,
+            "Feedback",
             "400 401 404 413 415 422 503",
             body=_body(
                 {
@@ -297,7 +360,7 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         _operation(
             "The caller's feedback, newest first",
             200,
-            _page(_FEEDBACK),
+            "FeedbackPage",
             "401 422 503",
             parameters=[
                 _query("sessionId", _ID, "only this conversation's"),
@@ -317,10 +380,20 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
             ],
         ),
     ),
+    ("/health", "GET"): (
+        "health",
+        200,
+        _operation(
+            "Whether the session store answers (within a second); for load balancers",
+            200,
+            "Health",
+            "503",
+        ),
+    ),
     ("/session/current", "GET"): (
         "get_current_session",
         200,
-        _operation("The caller's web session and current conversation", 200, _CURRENT, ""),
+        _operation("The caller's web session and current conversation", 200, "CurrentSession", ""),
     ),
     ("/session/current", "PUT"): (
         "set_current_session",
@@ -328,7 +401,7 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         _operation(
             "Switch the current conversation (one of the caller's; null for none)",
             200,
-            _CURRENT,
+            "CurrentSession",
             "400 401 404 413 415 422 503",
             body=_body({"sessionId": _OPTIONAL_ID}, ("sessionId",)),
         ),
@@ -336,7 +409,52 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
     ("/session/extend", "POST"): (
         "extend_session",
         200,
-        _operation("Re-issue the cookie or token with a fresh expiry", 200, _CURRENT, ""),
+        _operation("Re-issue the cookie or token with a fresh expiry", 200, "CurrentSession", ""),
+    ),
+    ("/session/logout", "POST"): (
+        "logout",
+        204,
+        _operation(
+            "Log out: this client, or (everywhere) every client of the caller's user; "
+            "copies of the cookie or token carry no identity any more",
+            204,
+            None,
+            "400 401 413 415 422 503",
+            body={
+                **_body(
+                    {
+                        "everywhere": {
+                            "type": "boolean",
+                            "default": False,
+                            "description": "every session of the caller's user id",
+                        }
+                    }
+                ),
+                "required": False,
+            },
+        ),
+    ),
+    ("/me/export", "GET"): (
+        "export_me",
+        200,
+        _operation(
+            "Download the caller's data: an agentsession-user-export JSON document "
+            "(conversations with state and chat tasks, feedback), streamed as an attachment",
+            200,
+            "UserExport",
+            "401 503",
+        ),
+    ),
+    ("/me", "DELETE"): (
+        "erase_me",
+        204,
+        _operation(
+            "Erase every conversation, chat task and feedback of the caller, and log "
+            "them out everywhere",
+            204,
+            None,
+            "401 503",
+        ),
     ),
 }
 
@@ -351,4 +469,47 @@ def openapi_document(prefix: str = "", *, title: str = "agentsession API") -> di
         "openapi": "3.1.0",
         "info": {"title": title, "version": "1"},
         "paths": paths,
+        "components": {"schemas": copy.deepcopy(SCHEMAS)},
     }
+
+
+@functools.cache
+def response_models() -> dict[str, type[Any]]:
+    """``SCHEMAS`` as pydantic models, for FastAPI to put in the app's ``components``.
+
+    Each model's JSON schema is the written one, word for word: a page's item becomes
+    a ``$ref`` FastAPI resolves (and renames, should the app have a schema of the same
+    name). The models describe; the routes answer with their own JSON, unvalidated.
+    """
+    from pydantic import BaseModel
+
+    models: dict[str, type[Any]] = {}
+    for name, schema in SCHEMAS.items():
+        item = schema["properties"].get("data", {}).get("items", {}).get("$ref")
+        namespace: dict[str, Any] = {
+            "__module__": __name__,
+            "__doc__": f"The {name} schema of agentsession's HTTP API.",
+            "__get_pydantic_json_schema__": classmethod(_written_schema(schema)),
+        }
+        if item is not None:  # a real field, so that pydantic makes (and names) the $ref
+            item_model = models[item.rsplit("/", 1)[1]]
+            namespace["__annotations__"] = {"data": cast(Any, list)[item_model]}
+        models[name] = type(name, (BaseModel,), namespace)
+    return models
+
+
+def _written_schema(schema: dict[str, Any]) -> Any:
+    """A pydantic JSON-schema hook that gives ``schema`` (a page's item: pydantic's ref)."""
+
+    def hook(cls: type[Any], core_schema: Any, handler: Any) -> dict[str, Any]:
+        written = copy.deepcopy(schema)
+        if "data" not in written["properties"]:
+            return written
+        generated = handler(core_schema)
+        definition = handler.resolve_ref_schema(generated)
+        written["properties"]["data"]["items"] = definition["properties"]["data"]["items"]
+        definition.clear()
+        definition.update(written)
+        return generated  # type: ignore[no-any-return]
+
+    return hook

@@ -23,14 +23,15 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import sniffio
 
 from agentsession.common import DAY_MS, now_ms
 from agentsession.config import AgentSessionConfig, RetentionConfig
-from agentsession.errors import AgentSessionError, ConfigError, StoreUnavailable
+from agentsession.errors import AgentSessionError, ConfigError
+from agentsession.metrics import RULE_TABLES
 from agentsession.service import SessionService
 from agentsession.stores.base import RULES, Cutoffs, Holder
 
@@ -108,6 +109,25 @@ class PruneReport:
         if self.batches:
             line += f" ({self.batches} batches, longest {self.longest_batch * 1000:.0f} ms)"
         return line if self.complete else line + "; stopped before the end"
+
+    def fields(self) -> dict[str, Any]:
+        """The report as flat log fields (``extra=``): what a JSON log formatter shows.
+
+        ``rows_<rule>`` per retention rule (``RULES``) and ``rows_total``; times in
+        seconds; ``skipped`` is the reason or None.
+        """
+        rows = {f"rows_{rule}": getattr(self, rule) for rule in RULES}  # RULES: field names
+        return {
+            "agentsession_event": "prune_run",
+            "dry_run": self.dry_run,
+            "complete": self.complete,
+            "skipped": self.skipped,
+            **rows,
+            "rows_total": self.total,
+            "duration_s": round(self.duration, 3),
+            "batches": self.batches,
+            "longest_batch_s": round(self.longest_batch, 3),
+        }
 
 
 async def prune(
@@ -189,9 +209,32 @@ class _Run:
     async def execute(self) -> PruneReport:
         self.started = time.monotonic()
         cut = Cutoffs.from_retention(self.retention, now_ms() if self.now is None else self.now)
-        report = await self._count(cut) if self.dry_run else await self._delete(cut)
-        logger.info("%s", report.summary())
+        try:
+            report = await self._count(cut) if self.dry_run else await self._delete(cut)
+        except BaseException as error:
+            self._count_run("failed" if isinstance(error, Exception) else "stopped")
+            raise
+        logger.info("%s", report.summary(), extra=report.fields())
+        if report.skipped is not None:
+            self._count_run("skipped")
+        else:
+            self._count_run("ok" if report.complete else "stopped")
         return report
+
+    def _count_run(self, outcome: str) -> None:
+        """``agentsession_prune_runs_total`` and ``_seconds`` (dry runs are not counted)."""
+        metrics = self.service.metrics
+        if metrics is None or self.dry_run:
+            return
+        metrics.prune_runs.labels(outcome).inc()
+        if outcome != "skipped":
+            metrics.prune_seconds.observe(time.monotonic() - self.started)
+
+    def _lease_changed(self, change: str) -> None:
+        """``agentsession_lease_holder_changes_total``: acquired, released or lost."""
+        metrics = self.service.metrics
+        if metrics is not None:
+            metrics.lease_holder_changes.labels(LEASE_NAME, change).inc()
 
     async def _count(self, cut: Cutoffs) -> PruneReport:
         store = self.service.store
@@ -214,6 +257,8 @@ class _Run:
             with contextlib.suppress(Exception):
                 store = self.service.store
                 await self._call(store.release_lease(LEASE_NAME, self.owner, now_ms()))
+                if self.renew_at:
+                    self._lease_changed("released")
 
     async def _rule(self, rule: str, cut: Cutoffs) -> bool:
         """Delete the rule's rows batch by batch; False if stopped or the lease was lost."""
@@ -227,7 +272,16 @@ class _Run:
                 return False
             if not await self._keep_lease():
                 holder = await self._holder()
-                logger.warning("retention run stopped: the lease was lost (%s)", _busy(holder))
+                logger.warning(
+                    "retention run stopped: the lease was lost (%s)",
+                    _busy(holder),
+                    extra={
+                        "agentsession_event": "prune_lease_lost",
+                        "lease": LEASE_NAME,
+                        "owner": self.owner,
+                        "lease_holder": None if holder is None else holder.owner,
+                    },
+                )
                 return False
             started = time.monotonic()
             deleted, position = await self._call(store.prune_batch(rule, cut, position, size))
@@ -235,6 +289,9 @@ class _Run:
             self.batches += 1
             self.longest = max(self.longest, elapsed)
             self.counts[rule] += deleted
+            metrics = self.service.metrics
+            if metrics is not None and deleted:
+                metrics.prune_rows.labels(RULE_TABLES[rule]).inc(deleted)
             if self.on_batch is not None:
                 self.on_batch(rule, deleted)
             if position is None:
@@ -252,8 +309,11 @@ class _Run:
         now = now_ms()
         until = now + int(self.lease_ttl * 1000)
         store = self.service.store
+        held = self.renew_at != 0
         taken = await self._call(store.take_lease(LEASE_NAME, self.owner, until, now))
         self.renew_at = now + int(self.lease_ttl * 1000 / RENEW_SHARE) if taken else 0
+        if taken != held:
+            self._lease_changed("acquired" if taken else "lost")
         return taken
 
     async def _keep_lease(self) -> bool:
@@ -265,15 +325,9 @@ class _Run:
         return await self._call(self.service.store.lease_holder(LEASE_NAME))
 
     async def _call(self, operation: Awaitable[T]) -> T:
-        """One store call, bounded: a batch may take longer than the app's calls."""
-        limit = max(self.service.timeout, BATCH_TIMEOUT)
-        try:
-            with anyio.fail_after(limit):
-                return await operation
-        except TimeoutError:
-            raise StoreUnavailable(
-                f"a retention statement did not finish within {limit} seconds"
-            ) from None
+        """One store call through the service (counted, outages logged), with a longer
+        timeout: a batch may take longer than the app's calls."""
+        return await self.service._call(operation, timeout=max(self.service.timeout, BATCH_TIMEOUT))
 
 
 def new_owner() -> str:
@@ -388,6 +442,11 @@ class RetentionScheduler:
                 _hours(self.interval),
                 _cause(error),
                 exc_info=not isinstance(error, AgentSessionError),
+                extra={
+                    "agentsession_event": "prune_failed",
+                    "error_type": type(error).__name__,
+                    "next_run_s": self.interval,
+                },
             )
             return None
         finally:

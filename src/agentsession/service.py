@@ -15,10 +15,12 @@ import base64
 import binascii
 import inspect
 import json
+import logging
 import random
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from time import perf_counter
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import anyio
 import sniffio
@@ -33,20 +35,29 @@ from agentsession.common import (
     now_ms,
 )
 from agentsession.config import AgentSessionConfig, ServiceConfig
-from agentsession.errors import ConfigError, InvalidInput, SessionNotFound, StoreUnavailable
+from agentsession.errors import (
+    ConfigError,
+    InvalidInput,
+    SessionNotFound,
+    StoreMisconfigured,
+    StoreUnavailable,
+)
+from agentsession.metrics import Metrics, get_metrics, operation_name, outcome_of
 from agentsession.stores.base import (
     FeedbackFilter,
     FeedbackRecord,
     Page,
+    Revocation,
     SessionRecord,
     Store,
     TaskRecord,
     Touch,
 )
 
-__all__ = ["RATINGS", "SessionService", "SessionState"]
+__all__ = ["RATINGS", "SessionService", "SessionState", "UserCounts"]
 
 T = TypeVar("T")
+logger = logging.getLogger("agentsession.service")
 
 #: The ratings ``add_feedback`` accepts.
 RATINGS: Final = ("up", "down")
@@ -74,6 +85,8 @@ class SessionService:
         self.store = store
         self.ttl_ms = None if ttl is None else ttl * 1000
         self.timeout = timeout
+        #: Where store calls are counted and timed; None without prometheus_client.
+        self.metrics: Metrics | None = get_metrics()
         self._started = False
         self._asyncio = False  # started on asyncio (set by start())
         self._start_lock: anyio.Lock | None = None
@@ -83,7 +96,16 @@ class SessionService:
         """The service ``config.session_service`` describes (memory or sql); not started."""
         service = config.session_service if isinstance(config, AgentSessionConfig) else config
         store: Store
-        if service.type == "redis":
+        if service.type == "dynamodb":
+            from agentsession.stores.dynamodb import DEFAULT_TABLE, DynamoDBStore
+
+            store = DynamoDBStore(
+                service.table_name or DEFAULT_TABLE,
+                endpoint_url=service.endpoint_url,
+                region=service.region,
+                pool_size=service.pool_size,
+            )
+        elif service.type == "redis":
             from agentsession.stores.redis import RedisStore
 
             assert service.database_url is not None  # the config validated it
@@ -117,8 +139,8 @@ class SessionService:
         if getattr(self.store, "requires_asyncio", False) and library != "asyncio":
             raise ConfigError(
                 f"{type(self.store).__name__} needs asyncio, but this app runs on {library}: "
-                "run it on asyncio (the SQL and Redis stores are built on SQLAlchemy's and "
-                "redis-py's asyncio clients), or use the memory store"
+                "run it on asyncio (the SQL, Redis and DynamoDB stores are built on SQLAlchemy's, "
+                "redis-py's and aiobotocore's asyncio clients), or use the memory store"
             )
         if self._start_lock is None:
             self._start_lock = anyio.Lock()
@@ -148,6 +170,14 @@ class SessionService:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    async def ping(self, within: float = 1.0) -> None:
+        """Check that the store answers within ``within`` seconds (a health check).
+
+        One cheap round trip (``SELECT 1``, Redis ``PING``). Raises
+        ``StoreUnavailable`` when the store is down or slower than ``within``.
+        """
+        await self._call(self.store.ping(), timeout=within)
 
     # Conversations
 
@@ -260,13 +290,30 @@ class SessionService:
         return _found(saved, session_id)
 
     async def list_tasks(
-        self, user_id: str, session_id: str, *, limit: int = 50, cursor: str | None = None
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = False,
     ) -> Page[TaskRecord]:
-        """The conversation's chat tasks, oldest first, one page at a time."""
+        """The conversation's chat tasks, oldest first, one page at a time.
+
+        ``newest_first=True``: the latest ``limit`` turns first, and each next page the
+        ones before them: how an agent loads its context window (one query on an
+        index, however long the conversation). A cursor continues in the order it was
+        made in.
+        """
         user, session = _id(user_id, "user_id"), _id(session_id, "session_id")
         size = _limit(limit)
+        if not isinstance(newest_first, bool):
+            raise InvalidInput("newest_first", f"must be True or False, not {newest_first!r}")
+        after = _decode_cursor(cursor)
         rows = await self._call(
-            self.store.list_tasks(user, session, now_ms(), size + 1, _decode_cursor(cursor))
+            self.store.list_tasks(
+                user, session, now_ms(), size + 1, after, newest_first=newest_first
+            )
         )
         return _page(_found(rows, session_id), size)
 
@@ -341,6 +388,91 @@ class SessionService:
         await handle.refresh()
         return handle
 
+    # Revocation: sessions issued until now stop counting (see agentsession.revocation).
+
+    async def revoke_client(self, client_id: str, *, keep_for: int | None = None) -> int:
+        """Void every session of client ``client_id`` issued until now: this browser (or
+        token client) and every copy of its cookie. Returns the revocation time (epoch ms).
+
+        ``keep_for``: seconds the store must remember it (the cookie ``max_age``; None:
+        for good). Each app instance sees it within ``session.revocation_staleness``.
+        """
+        return await self._revoke("client", _id(client_id, "client_id"), keep_for)
+
+    async def revoke_user(self, user_id: str, *, keep_for: int | None = None) -> int:
+        """Void every session bound to ``user_id`` issued until now, on every client."""
+        return await self._revoke("user", _id(user_id, "user_id"), keep_for)
+
+    async def list_revocations(
+        self, since: int, *, limit: int = MAX_PAGE_SIZE, after: tuple[int, str, str] | None = None
+    ) -> list[Revocation]:
+        """Revocations recorded at or after ``since`` (epoch ms), oldest first, one page."""
+        return await self._call(self.store.list_revocations(since, now_ms(), _limit(limit), after))
+
+    async def _revoke(self, kind: str, subject: str, keep_for: int | None) -> int:
+        if keep_for is not None and (type(keep_for) is not int or keep_for < 0):
+            raise InvalidInput(
+                "keep_for", f"must be seconds (an int >= 0) or None, not {keep_for!r}"
+            )
+        now = now_ms()
+        keep_until = None if keep_for is None else now + keep_for * 1000
+        await self._call(self.store.revoke(Revocation(kind, subject, now, keep_until), now))
+        return now
+
+    # A user's data (the document: agentsession.export)
+
+    def export_user(self, user_id: str) -> AsyncIterator[bytes]:
+        """The user's every row as a versioned JSON document, in UTF-8 chunks.
+
+        Streamed from the store a page at a time, so memory stays bounded however
+        many tasks the user has. Each store call has the service's timeout.
+        """
+        from agentsession.export import write_document
+
+        return write_document(self.store, self._call, _id(user_id, "user_id"), now_ms())
+
+    async def import_user(
+        self, document: bytes | str | Mapping[str, Any], *, user_id: str | None = None
+    ) -> UserCounts:
+        """Load an export document (of this or another deployment), ids kept.
+
+        All or nothing: every value is checked first (``InvalidInput`` naming it), and
+        an id already taken raises ``IdConflict`` naming it, with nothing written.
+        ``user_id`` loads the rows for another user than the document names.
+        Returns how many conversations, chat tasks and feedback rows were loaded.
+        """
+        from agentsession.export import parse, read_document
+
+        rows = read_document(parse(document), _check, user_id)
+        count = len(rows.sessions) + len(rows.tasks) + len(rows.feedback)
+        # One atomic write, however large: a second of time allowed per 1,000 rows.
+        await self._call(self.store.import_rows(rows), timeout=self.timeout + count / 1000)
+        return UserCounts(len(rows.sessions), len(rows.tasks), len(rows.feedback))
+
+    async def erase_user(
+        self,
+        user_id: str,
+        *,
+        batch_size: int = 1000,
+        keep_for: int | None = None,
+        progress: Callable[[int], object] | None = None,
+    ) -> int:
+        """Delete every row of ``user_id`` in batches, then revoke all their sessions.
+
+        Each batch is one short step of at most about ``batch_size`` rows (children
+        first); ``progress(deleted so far)`` is called after each. No other user's
+        row is touched. ``keep_for`` as in ``revoke_user``. Returns the rows deleted.
+        """
+        user = _id(user_id, "user_id")
+        size = _limit_batch(batch_size)
+        total = 0
+        while deleted := await self._call(self.store.erase_batch(user, size)):
+            total += deleted
+            if progress is not None:
+                progress(total)
+        await self.revoke_user(user, keep_for=keep_for)
+        return total
+
     # Internals
 
     async def _update_session(self, user_id: str, session_id: str, **changes: Any) -> SessionRecord:
@@ -360,8 +492,14 @@ class SessionService:
     def _expiry(self, now: int) -> int | None:
         return None if self.ttl_ms is None else now + self.ttl_ms
 
-    async def _call(self, operation: Awaitable[T]) -> T:
-        """Await a store operation; past ``timeout`` it is cancelled: ``StoreUnavailable``."""
+    async def _call(
+        self,
+        operation: Awaitable[T],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (a bound, applied inside)
+    ) -> T:
+        """Await a store operation; past ``timeout`` (default: the service's) it is
+        cancelled: ``StoreUnavailable``."""
         if not self._started:
             try:
                 await self.start()
@@ -369,17 +507,71 @@ class SessionService:
                 if inspect.iscoroutine(operation):
                     operation.close()  # never started: don't leave it un-awaited
                 raise
-        limit = self.timeout
+        limit = self.timeout if timeout is None else timeout
+        metrics = self.metrics
+        started = 0.0 if metrics is None else perf_counter()
         try:
             if self._asyncio:  # asyncio's own timeout: a fraction of anyio's cost per call
                 async with asyncio.timeout(limit):
-                    return await operation
-            with anyio.fail_after(limit):
-                return await operation
+                    result = await operation
+            else:
+                with anyio.fail_after(limit):
+                    result = await operation
         except TimeoutError:
-            raise StoreUnavailable(
-                f"the session store did not answer within {limit} seconds"
-            ) from None
+            error = StoreUnavailable(f"the session store did not answer within {limit} seconds")
+            self._failed(operation, error, "timeout", limit, started)
+            raise error from None
+        except BaseException as error:
+            self._failed(operation, error, outcome_of(error), limit, started)
+            raise
+        if metrics is not None:
+            metrics.store_call(operation_name(operation)).observe("ok", perf_counter() - started)
+        return result
+
+    def _failed(
+        self,
+        operation: Awaitable[Any],
+        error: BaseException,
+        outcome: str,
+        limit: float,
+        started: float,
+    ) -> None:
+        """Count a failed store call; log an outage with its fields (for JSON logs).
+
+        Every store call goes through ``_call``, so this is the one place an outage is
+        seen, whoever made the call (a route, the app, a retention run).
+        """
+        metrics = self.metrics
+        if metrics is not None:
+            seconds = perf_counter() - started
+            metrics.store_call(operation_name(operation)).observe(outcome, seconds)
+        if not isinstance(error, StoreUnavailable):
+            return
+        misconfigured = isinstance(error, StoreMisconfigured)
+        state = "misconfigured" if misconfigured else "unavailable"
+        logger.log(
+            logging.ERROR if misconfigured else logging.WARNING,
+            "the session store is %s (%s): %s",
+            state,
+            operation_name(operation),
+            error,
+            extra={
+                "agentsession_event": f"store_{state}",
+                "operation": operation_name(operation),
+                "outcome": outcome,
+                "store": type(self.store).__name__,
+                "error_type": type(error).__name__,
+                "timeout_s": limit,
+            },
+        )
+
+
+class UserCounts(NamedTuple):
+    """How many rows of each kind ``import_user`` loaded."""
+
+    conversations: int
+    chat_tasks: int
+    feedback: int
 
 
 class SessionState:
@@ -575,6 +767,46 @@ def _depth(value: Any) -> int:
             break
         stack.extend((child, level + 1) for child in children)
     return deepest
+
+
+def _limit_batch(size: object) -> int:
+    if type(size) is not int or not 1 <= size <= 100_000:
+        raise InvalidInput("batch_size", f"must be an int from 1 to 100000, not {size!r}")
+    return size
+
+
+def _time(value: object, field: str) -> int:
+    if type(value) is not int or not _MIN_KEY <= value <= _MAX_KEY:
+        raise InvalidInput(field, f"must be epoch milliseconds (an int), not {value!r:.80}")
+    return value
+
+
+def _check(value: Any, kind: str, field: str) -> Any:
+    """One value of an import document, checked as the service checks its arguments."""
+    if kind == "id":
+        return _id(value, field)
+    if kind == "optional_id":
+        return _optional_id(value, field)
+    if kind == "name":
+        try:
+            return _name(value)
+        except InvalidInput as error:
+            raise InvalidInput(field, str(error).removeprefix("name: ")) from None
+    if kind == "text":
+        return _optional_text(value, field)
+    if kind == "json":
+        return _json_value(value, field)
+    if kind == "rating":
+        if value not in RATINGS:
+            raise InvalidInput(field, f"must be 'up' or 'down', not {value!r:.80}")
+        return value
+    if kind == "optional_time":
+        return None if value is None else _time(value, field)
+    if kind == "int":
+        if type(value) is not int or value < 0:
+            raise InvalidInput(field, f"must be an int >= 0, not {value!r:.80}")
+        return value
+    return _time(value, field)
 
 
 def _limit(limit: object) -> int:

@@ -23,7 +23,7 @@ from starlette.datastructures import Secret
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentsession.common import new_id
+from agentsession.common import new_id, now_ms
 from agentsession.config import (
     AgentSessionConfig,
     CookieConfig,
@@ -38,12 +38,14 @@ from agentsession.cookie.codec import (
     dump_json,
 )
 from agentsession.cookie.lifecycle import Hook, Lifecycle
-from agentsession.cookie.session import Session
+from agentsession.cookie.session import JSON_SCALARS, Session
 from agentsession.errors import ConfigError
+from agentsession.metrics import get_metrics
 
 if TYPE_CHECKING:
     from agentsession.persistence import Persistence
     from agentsession.retention import RetentionScheduler
+    from agentsession.revocation import RevocationCache
     from agentsession.service import SessionService
 
 __all__ = [
@@ -108,6 +110,7 @@ class SessionMiddleware:
         *,
         secret_key_fallbacks: Sequence[str] = (),
         refresh_after: int | None = None,
+        revocation_staleness: float | None = None,
         config: AgentSessionConfig | None = None,
         service: SessionService | None = None,
     ) -> None:
@@ -115,7 +118,11 @@ class SessionMiddleware:
         self.config = config
         self.lifecycle = Lifecycle()
         self._persistence: Persistence | None = None
-        arguments = {
+        #: The revocations of signed sessions, made with the store (None until then).
+        self.revocations: RevocationCache | None = None
+        if "prometheus_client" in sys.modules:  # the app serves metrics: make ours now
+            get_metrics()
+        arguments: dict[str, object] = {
             "secret_key": str(secret_key) if isinstance(secret_key, Secret) else secret_key,
             "session_cookie": session_cookie,
             "max_age": max_age,
@@ -127,6 +134,8 @@ class SessionMiddleware:
             "secret_key_fallbacks": secret_key_fallbacks,
             "refresh_after": refresh_after,
         }
+        if revocation_staleness is not None:
+            arguments["revocation_staleness"] = revocation_staleness
         try:
             self._configure(cookie_config(arguments), config, service)
         except Exception as error:
@@ -161,6 +170,11 @@ class SessionMiddleware:
                 _MIN_SECRET_LENGTH,
             )
         fallbacks = cookie.secret_key_fallbacks or environment.get("secret_key_fallbacks", ())
+        if config is None and "revocation_staleness" in environment:
+            default = CookieConfig().revocation_staleness
+            if cookie.revocation_staleness == default:  # no argument: the environment's
+                staleness = environment["revocation_staleness"]
+                cookie = dataclasses.replace(cookie, revocation_staleness=staleness)
         self.cookie = cookie
         self.refresh_after = cookie.effective_refresh_after
         self.codec = CookieCodec(
@@ -196,6 +210,7 @@ class SessionMiddleware:
                 self._persistence = Persistence(service, settings.data_retention)
             else:
                 self._persistence = Persistence.from_config(settings)
+            self._watch_revocations(self._persistence)
             self.lifecycle.on_startup(self._persistence.start)
             self.lifecycle.on_shutdown(self._persistence.close)
 
@@ -210,7 +225,18 @@ class SessionMiddleware:
             from agentsession.persistence import Persistence
 
             self._persistence = Persistence.from_config(self._settings)
+            self._watch_revocations(self._persistence)
         return self._persistence
+
+    def _watch_revocations(self, persistence: Persistence) -> None:
+        """Check every session used against the revocations of this store from now on."""
+        from agentsession.revocation import RevocationCache
+
+        self.revocations = RevocationCache(
+            persistence.service,
+            staleness=self.cookie.revocation_staleness,
+            max_age=self.cookie.max_age,
+        )
 
     @property
     def service(self) -> SessionService:
@@ -236,6 +262,9 @@ class SessionMiddleware:
             return
         if self.lifecycle.pending:
             await self.lifecycle.startup()
+        revocations = self.revocations
+        if revocations is not None and revocations.stale() and _carries_session(scope):
+            await revocations.refresh()
         # Session.lazy(), inlined: this runs on every request.
         session: _HttpSession = dict.__new__(_HttpSession)
         session._source, session._headers = self, scope["headers"]
@@ -254,6 +283,9 @@ class SessionMiddleware:
         if scope["type"] == "websocket":
             if self.lifecycle.pending:
                 await self.lifecycle.startup()
+            revocations = self.revocations
+            if revocations is not None and revocations.stale() and _carries_session(scope):
+                await revocations.refresh()
             scope["session"] = session = Session.lazy(self, scope["headers"])
             if not _STARLETTE_MARKS_ACCESS:
                 session._load()
@@ -280,7 +312,7 @@ class SessionMiddleware:
         if token is not None:
             if not token or token.lower() == _NEW_TOKEN:
                 return None, True
-            return self.codec.decode(token), True
+            return self._unrevoked(self.codec.decode(token)), True
         if not cookies:
             return None, False
         prefix = self._cookie_name
@@ -290,8 +322,15 @@ class SessionMiddleware:
                 if eq and key.strip() == prefix:
                     state = self.codec.decode(raw.strip().strip(b'"'))
                     if state is not None:
-                        return state, False
+                        return self._unrevoked(state), False
         return None, False
+
+    def _unrevoked(self, state: CookieState | None) -> CookieState | None:
+        """``state``, or None when a revocation voids it (a fresh anonymous session)."""
+        revocations = self.revocations
+        if state is None or revocations is None or not revocations.revoked(state):
+            return state
+        return None
 
     # Writing: decides, at response start, whether the response carries the session.
 
@@ -312,7 +351,17 @@ class SessionMiddleware:
         if session._client_id is None:  # the first write gives the client its id
             session._client_id = new_id()
         data_json = data_json if data_json is not None else dump_json(session)
-        value = self.codec.encode(session._client_id, session._session_id, data_json)
+        origin = session._origin
+        # The client id's issue time stays across refreshes: a revocation covers them.
+        same_client = origin is not None and origin.client_id == session._client_id
+        issued = origin.client_issued_at if same_client and origin else now_ms()
+        value = self.codec.encode(
+            session._client_id,
+            session._session_id,
+            data_json,
+            issued=issued,
+            user_id=session._user_id,
+        )
         headers.append(self._header(session, scope, value))
 
     def _due(self, session: Session) -> tuple[bool, str | None]:
@@ -322,9 +371,15 @@ class SessionMiddleware:
         origin = session._origin
         if origin is None:
             return False, None
-        data_json = dump_json(session)
-        if data_json != origin.data_json or origin.stale_key:  # nested change, or rotated key
-            return True, data_json
+        if origin.stale_key:  # signed with a fallback key: re-sign with the current one
+            return True, None
+        data_json: str | None = None
+        # Only a value inside a list or dict can change without ``modified`` being set;
+        # with none of those (the usual ids and flags), the data is as it was loaded.
+        if not all(type(value) in JSON_SCALARS for value in dict.values(session)):
+            data_json = dump_json(session)
+            if data_json != origin.data_json:  # a nested change
+                return True, data_json
         refresh = self.refresh_after
         return refresh is not None and int(time.time()) - origin.issued_at >= refresh, data_json
 
@@ -347,6 +402,11 @@ class SessionMiddleware:
 
     def _header(self, session: Session, scope: Scope, value: str | None) -> tuple[bytes, bytes]:
         """The response header carrying ``value`` (None: the session was cleared)."""
+        # Not resolved at construction: a cookie-only app that never writes a cookie, or
+        # runs where prometheus_client is installed but unused, never imports it.
+        metrics = get_metrics()
+        if metrics is not None:
+            metrics.cookie_write(deleted=value is None, token=session._token)
         if session._token:
             value = value if value is not None else self.codec.encode(None, None, "{}")
             return _TOKEN_HEADER, value.encode("ascii")
@@ -482,6 +542,14 @@ def _merge(configured: CookieConfig, arguments: CookieConfig) -> CookieConfig:
     if arguments.secret_key is None:
         return configured
     return dataclasses.replace(configured, secret_key=arguments.secret_key)
+
+
+def _carries_session(scope: Scope) -> bool:
+    """Whether the request may carry a signed session (a cookie, token or Bearer header)."""
+    return any(name in _SESSION_HEADERS for name, _ in scope["headers"])
+
+
+_SESSION_HEADERS = frozenset((b"cookie", _TOKEN_HEADER, b"authorization"))
 
 
 def _add_vary(headers: list[Any], value: bytes) -> None:

@@ -8,6 +8,7 @@ live on the object, never in the mapping: ``request.session`` is the app's alone
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,10 +22,16 @@ __all__ = [
     "Session",
     "get_client_id",
     "get_session_id",
+    "get_user_id",
     "regenerate_client_id",
     "regenerate_session_id",
     "set_session_id",
+    "set_user_id",
 ]
+
+
+#: JSON values that cannot change in place (``bool`` and ``None`` included).
+JSON_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 class SessionSource(Protocol):
@@ -48,6 +55,7 @@ class Session(dict[str, Any]):
         "_session_id",
         "_source",
         "_token",
+        "_user_id",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -61,6 +69,7 @@ class Session(dict[str, Any]):
         self._token = False
         self._client_id: str | None = None
         self._session_id: str | None = None
+        self._user_id: str | None = None
         self._ids_changed = False
 
     @classmethod
@@ -108,11 +117,16 @@ class Session(dict[str, Any]):
         self._origin = state
         self._ids_changed = False
         if state is None:
-            self._client_id = self._session_id = None
+            self._client_id = self._session_id = self._user_id = None
         else:
             self._client_id = state.client_id
             self._session_id = state.session_id
-            dict.update(self, state.data)
+            self._user_id = state.user_id
+            data = state.data  # shared with the codec's cache: copied, never changed
+            if all(type(value) in JSON_SCALARS for value in data.values()):
+                dict.update(self, data)
+            else:  # lists and dicts of its own, so that changing them changes no other
+                dict.update(self, json.loads(state.data_json))
 
     # Starlette's flags. ``request.session`` calls mark_accessed(): that is where we load.
 
@@ -223,7 +237,7 @@ class Session(dict[str, Any]):
         """Log out: drop the data and the ids; the cookie is deleted on the response."""
         self.mark_modified()
         dict.clear(self)
-        self._client_id = self._session_id = None
+        self._client_id = self._session_id = self._user_id = None
         self._ids_changed = True
 
     def pop(self, key: str, *args: Any) -> Any:
@@ -298,6 +312,30 @@ def set_session_id(conn: HasScope | Mapping[str, Any], session_id: str | None) -
     session = _session_of(conn)
     if session._session_id != session_id:
         session._session_id = session_id
+        session._ids_changed = True
+
+
+def get_user_id(conn: HasScope | Mapping[str, Any]) -> str | None:
+    """The user id this session is bound to (``set_user_id``), or None."""
+    return _session_of(conn)._user_id
+
+
+def set_user_id(conn: HasScope | Mapping[str, Any], user_id: str | None) -> None:
+    """Bind the session to ``user_id`` (call at login; None unbinds it).
+
+    The cookie or token then carries the user id, so revoking the user
+    (``logout_everywhere``, ``SessionService.revoke_user``) voids it on every client.
+    An unbound session counts as its client id's own user (the anonymous user of
+    ``identity.current_user``). ``sessions_router()`` binds the user it resolves.
+    """
+    if user_id is not None and (not isinstance(user_id, str) or not 0 < len(user_id) <= ID_LENGTH):
+        raise ValueError(
+            f"user_id must be a non-empty string of at most {ID_LENGTH} characters, "
+            f"not {user_id!r:.80}"
+        )
+    session = _session_of(conn)
+    if session._user_id != user_id:
+        session._user_id = user_id
         session._ids_changed = True
 
 

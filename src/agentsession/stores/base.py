@@ -17,7 +17,8 @@ Rules every method follows:
 * Keyset pages: ``after`` is the sort key of the last item of the previous page (or
   None for the first page); a method returns at most ``limit`` items that sort
   strictly after it. Conversations sort newest first, by ``(updated_time desc, id)``;
-  chat tasks oldest first, by ``(created_time, id)``; feedback newest first, by
+  chat tasks oldest first, by ``(created_time, id)``, or on request newest first by
+  the exact reverse, ``(created_time desc, id desc)``; feedback newest first, by
   ``(created_time desc, id)``.
 * Failures of the backend itself raise ``StoreUnavailable``.
 * Retention is part of the contract (as ``clear_expired`` is of Django's session
@@ -26,6 +27,13 @@ Rules every method follows:
   ``agentsession.retention`` drives them and knows no backend by name.
 * Stores that need a running asyncio loop (SQLAlchemy's async engine does) say so
   with ``requires_asyncio = True``; the others run on any anyio backend.
+* Revocation (``revoke``, ``list_revocations``) lets signed cookies be logged out
+  without server-side sessions: the store keeps, per client id and per user id, the
+  time before which every session of it is void; each process polls the list into
+  an in-process cache (``agentsession.revocation``).
+* A user's data (``export_sessions``, ``export_tasks``, ``list_feedback``,
+  ``import_rows``, ``erase_batch``): every row of one user, expired conversations
+  included, paged for a streamed export, loaded all-or-nothing, erased in batches.
 """
 
 from __future__ import annotations
@@ -39,16 +47,20 @@ if TYPE_CHECKING:
     from agentsession.config import RetentionConfig
 
 __all__ = [
+    "REVOCATION_KINDS",
     "RULES",
     "Cutoffs",
     "FeedbackFilter",
     "FeedbackRecord",
     "Holder",
     "Page",
+    "Revocation",
     "SessionRecord",
     "Store",
+    "StoredSession",
     "TaskRecord",
     "Touch",
+    "UserRows",
     "newest_after",
 ]
 
@@ -56,6 +68,8 @@ T = TypeVar("T")
 
 #: The retention rules in the order they run; each name is also a ``PruneReport`` field.
 RULES = ("chat_tasks", "feedback", "expired_sessions", "idle_sessions")
+#: What a revocation names: one client (a browser or token client) or one user id.
+REVOCATION_KINDS = ("client", "user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +219,52 @@ def newest_after(key: tuple[int, str], after: tuple[int, str] | None) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Revocation:
+    """Sessions of ``subject`` issued at or before ``revoked_at`` (epoch ms) are void.
+
+    ``kind`` is ``"client"`` (``subject`` is a client id: one browser or token client,
+    and every copy of its cookie) or ``"user"`` (a user id: every client bound to it).
+    ``keep_until``: after this instant (epoch ms) no cookie issued before
+    ``revoked_at`` can still be valid (its ``max_age`` ran out), so a store may forget
+    the revocation; None keeps it for good.
+    """
+
+    kind: str
+    subject: str
+    revoked_at: int
+    keep_until: int | None
+
+    @property
+    def sort_key(self) -> tuple[int, str, str]:
+        """Its place in ``list_revocations``: oldest ``revoked_at`` first, then kind, subject."""
+        return (self.revoked_at, self.kind, self.subject)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """One conversation exactly as stored: its record, state JSON text and state version."""
+
+    record: SessionRecord
+    state_json: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserRows:
+    """Rows of one user to load with ``Store.import_rows``, parents first.
+
+    Every record's ``user_id`` is ``user_id``; every task's and feedback's
+    ``session_id`` is one of ``sessions``; every feedback's ``task_id`` is one of
+    ``tasks`` of that conversation (the service checks this before calling).
+    """
+
+    user_id: str
+    sessions: list[StoredSession]
+    tasks: list[TaskRecord]
+    feedback: list[FeedbackRecord]
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """One page of a listing; pass ``next_cursor`` back to get the next (None: no more)."""
 
@@ -228,6 +288,13 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections; the store may be started again afterwards."""
+        ...
+
+    async def ping(self) -> None:
+        """One cheap round trip to the backend (a health check); returns when it answers.
+
+        Raises ``StoreUnavailable`` when the backend cannot be reached.
+        """
         ...
 
     # Conversations
@@ -313,9 +380,21 @@ class Store(Protocol):
         ...
 
     async def list_tasks(
-        self, user_id: str, session_id: str, now: int, limit: int, after: tuple[int, str] | None
+        self,
+        user_id: str,
+        session_id: str,
+        now: int,
+        limit: int,
+        after: tuple[int, str] | None,
+        *,
+        newest_first: bool = False,
     ) -> list[TaskRecord] | None:
-        """The conversation's tasks after ``after``, oldest first; None if it is missing."""
+        """The conversation's tasks after ``after``, oldest first; None if it is missing.
+
+        ``newest_first``: the exact reverse order, ``(created_time desc, id desc)``, and
+        ``after`` counts in it (the tasks older than that key): an agent's latest turns,
+        then older pages, each one query on the same index.
+        """
         ...
 
     # Feedback
@@ -366,4 +445,69 @@ class Store(Protocol):
 
     async def lease_holder(self, name: str) -> Holder | None:
         """Who holds or last held lease ``name``; None if nobody ever did."""
+        ...
+
+    # Revocation: a revocation time per client id and per user id.
+
+    async def revoke(self, revocation: Revocation, now: int) -> None:
+        """Record ``revocation``, atomically, and make it visible to ``list_revocations``.
+
+        Where one of the same ``(kind, subject)`` is stored, the later ``revoked_at``
+        and the later ``keep_until`` (None is latest) are kept, so a revocation never
+        moves back in time. May also delete revocations whose ``keep_until`` is before
+        ``now`` (any number, at the store's pace: they void nothing any more).
+        """
+        ...
+
+    async def list_revocations(
+        self, since: int, now: int, limit: int, after: tuple[int, str, str] | None
+    ) -> list[Revocation]:
+        """Revocations with ``revoked_at >= since``, by ``sort_key``, strictly after
+        ``after``: at most ``limit``. Those whose ``keep_until`` is before ``now`` may be
+        left out. A revocation recorded again with a later time is listed (once) at
+        its new place: the cache polls with ``since`` a little in the past.
+        """
+        ...
+
+    # A user's data: export in pages, import all-or-nothing, erase in batches.
+
+    async def export_sessions(
+        self, user_id: str, limit: int, after: str | None
+    ) -> list[StoredSession]:
+        """Every conversation of the user, expired ones included, ordered by id, with
+        an id strictly greater than ``after``: at most ``limit``."""
+        ...
+
+    async def export_tasks(
+        self, user_id: str, session_id: str, limit: int, after: tuple[int, str] | None
+    ) -> list[TaskRecord]:
+        """The user's tasks of conversation ``session_id`` (expired or not), oldest
+        first by ``(created_time, id)``, strictly after ``after``: at most ``limit``.
+        Empty when the conversation is missing or another user's.
+
+        (A user's feedback is exported with ``list_feedback`` and an empty filter:
+        it already lists expired conversations' feedback.)
+        """
+        ...
+
+    async def import_rows(self, rows: UserRows) -> None:
+        """Insert every row of ``rows`` with its ids, times, state and version kept,
+        all or nothing: on any failure nothing is written.
+
+        Raises ``IdConflict`` (writing nothing) naming the first id found taken:
+        ``("session_id", id)`` when a conversation with that id exists (whoever owns
+        it), ``("task_id", id)`` when the user already has a task with that id,
+        ``("feedback_id", id)`` when a feedback row with that id exists.
+        """
+        ...
+
+    async def erase_batch(self, user_id: str, limit: int) -> int:
+        """Delete up to about ``limit`` rows of the user in one short atomic step, and
+        return how many went; 0 means the user has no rows left.
+
+        Children go before parents (feedback, then chat tasks, then conversations,
+        expired ones included), so each step stays small however large one
+        conversation is. No other user's row is read or changed. Revocations are not
+        rows of the user: they stay.
+        """
         ...

@@ -23,9 +23,12 @@ from agentsession.stores.base import (
     FeedbackFilter,
     FeedbackRecord,
     Holder,
+    Revocation,
     SessionRecord,
+    StoredSession,
     TaskRecord,
     Touch,
+    UserRows,
     newest_after,
 )
 
@@ -127,12 +130,17 @@ class MemoryStore:
         self._by_user: dict[str, dict[str, None]] = {}
         # (user id, task id) -> the id of its conversation (task ids are per user).
         self._task_home: dict[tuple[str, str], str] = {}
+        # (kind, subject) -> its revocation.
+        self._revocations: dict[tuple[str, str], Revocation] = {}
 
     async def start(self) -> None:
         """Nothing to prepare."""
 
     async def close(self) -> None:
         """Nothing to release; the data is kept, so the store may be started again."""
+
+    async def ping(self) -> None:
+        """Always answers: the data is in this process."""
 
     # Retention: each rule in one pass (there is no lock for a batch to be short for).
 
@@ -376,18 +384,34 @@ class MemoryStore:
         return task.record()
 
     async def list_tasks(
-        self, user_id: str, session_id: str, now: int, limit: int, after: tuple[int, str] | None
+        self,
+        user_id: str,
+        session_id: str,
+        now: int,
+        limit: int,
+        after: tuple[int, str] | None,
+        *,
+        newest_first: bool = False,
     ) -> list[TaskRecord] | None:
-        """The conversation's tasks after ``after``, oldest first; None if missing."""
+        """The conversation's tasks after ``after``, oldest (or newest) first; None if
+        missing."""
         conversation = self._live(user_id, session_id, now)
         if conversation is None:
             return None
-        tasks = (
-            task
-            for task in conversation.tasks.values()
-            if after is None or (task.created_time, task.id) > after
-        )
-        page = heapq.nsmallest(limit, tasks, key=lambda task: (task.created_time, task.id))
+        if newest_first:
+            older = (
+                task
+                for task in conversation.tasks.values()
+                if after is None or (task.created_time, task.id) < after
+            )
+            page = heapq.nlargest(limit, older, key=lambda task: (task.created_time, task.id))
+        else:
+            newer = (
+                task
+                for task in conversation.tasks.values()
+                if after is None or (task.created_time, task.id) > after
+            )
+            page = heapq.nsmallest(limit, newer, key=lambda task: (task.created_time, task.id))
         return [task.record() for task in page]
 
     # Feedback
@@ -424,3 +448,126 @@ class MemoryStore:
                 if item.user_id == user_id and where.matches(item, after):
                     matches.append(item)
         return heapq.nsmallest(limit, matches, key=lambda item: _newest_first(item.sort_key))
+
+    # Revocation
+
+    async def revoke(self, revocation: Revocation, now: int) -> None:
+        """Keep the later time of this and any stored revocation of the same subject."""
+        key = (revocation.kind, revocation.subject)
+        found = self._revocations.get(key)
+        if found is not None:
+            keep = found.keep_until
+            revocation = Revocation(
+                revocation.kind,
+                revocation.subject,
+                max(found.revoked_at, revocation.revoked_at),
+                None
+                if keep is None or revocation.keep_until is None
+                else max(keep, revocation.keep_until),
+            )
+        self._revocations[key] = revocation
+        forgotten = [
+            key
+            for key, item in self._revocations.items()
+            if item.keep_until is not None and item.keep_until < now
+        ]
+        for key in forgotten:
+            del self._revocations[key]
+
+    async def list_revocations(
+        self, since: int, now: int, limit: int, after: tuple[int, str, str] | None
+    ) -> list[Revocation]:
+        """The kept revocations from ``since`` on, oldest first, after ``after``."""
+        matches = (
+            item
+            for item in self._revocations.values()
+            if item.revoked_at >= since
+            and (item.keep_until is None or item.keep_until >= now)
+            and (after is None or item.sort_key > after)
+        )
+        return heapq.nsmallest(limit, matches, key=lambda item: item.sort_key)
+
+    # A user's data
+
+    async def export_sessions(
+        self, user_id: str, limit: int, after: str | None
+    ) -> list[StoredSession]:
+        """The user's conversations (expired ones too) by id, after ``after``."""
+        ids = heapq.nsmallest(
+            limit,
+            (key for key in self._by_user.get(user_id, ()) if after is None or key > after),
+        )
+        found = (self._conversations[key] for key in ids)
+        return [StoredSession(item.record, item.state, item.version) for item in found]
+
+    async def export_tasks(
+        self, user_id: str, session_id: str, limit: int, after: tuple[int, str] | None
+    ) -> list[TaskRecord]:
+        """The conversation's tasks (expired or not), oldest first, after ``after``."""
+        conversation = self._conversations.get(session_id)
+        if conversation is None or conversation.record.user_id != user_id:
+            return []
+        tasks = (
+            task
+            for task in conversation.tasks.values()
+            if after is None or (task.created_time, task.id) > after
+        )
+        page = heapq.nsmallest(limit, tasks, key=lambda task: (task.created_time, task.id))
+        return [task.record() for task in page]
+
+    async def import_rows(self, rows: UserRows) -> None:
+        """Check every id first, then insert everything (no await: nothing in between)."""
+        user_id = rows.user_id
+        for stored in rows.sessions:
+            if stored.record.id in self._conversations:
+                raise IdConflict("session_id", stored.record.id)
+        for task in rows.tasks:
+            if (user_id, task.id) in self._task_home:
+                raise IdConflict("task_id", task.id)
+        feedback_ids = (
+            {
+                item.id
+                for conversation in self._conversations.values()
+                for item in conversation.feedback.values()
+            }
+            if rows.feedback
+            else set()
+        )
+        for item in rows.feedback:
+            if item.id in feedback_ids:
+                raise IdConflict("feedback_id", item.id)
+        for stored in rows.sessions:
+            while len(self._conversations) >= self.max_sessions:
+                self._remove(next(iter(self._conversations)))
+            self._conversations[stored.record.id] = _Conversation(
+                stored.record, stored.state_json, stored.version
+            )
+            self._by_user.setdefault(user_id, {})[stored.record.id] = None
+        for task in rows.tasks:
+            self._conversations[task.session_id].tasks[task.id] = _Task(
+                id=task.id,
+                session_id=task.session_id,
+                user_id=user_id,
+                user_message=task.user_message,
+                message_bubbles=dump_json(task.message_bubbles),
+                task_metadata=dump_json(task.task_metadata),
+                created_time=task.created_time,
+                updated_time=task.updated_time,
+            )
+            self._task_home[user_id, task.id] = task.session_id
+        for item in rows.feedback:
+            self._conversations[item.session_id].feedback[(item.task_id, user_id)] = item
+
+    async def erase_batch(self, user_id: str, limit: int) -> int:
+        """Delete whole conversations of the user until at least ``limit`` rows went.
+
+        One step never awaits, so a large conversation is as atomic as a small one.
+        """
+        deleted = 0
+        for session_id in list(self._by_user.get(user_id, ())):
+            if deleted >= limit:
+                break
+            conversation = self._conversations[session_id]
+            deleted += 1 + len(conversation.tasks) + len(conversation.feedback)
+            self._remove(session_id)
+        return deleted

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agentsession.stores.sortkeys import TIME_WIDTH, ascending, descending, time_of
+
 __all__ = [
     "TIME_WIDTH",
     "UserKeys",
@@ -27,10 +29,6 @@ __all__ = [
     "unescape",
 ]
 
-#: Hexadecimal digits of an encoded sort time.
-TIME_WIDTH = 16
-_BIAS = 1 << 63
-_MIN, _MAX = -(1 << 63), (1 << 63) - 1
 _ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", ":": "%3A"})
 
 
@@ -49,26 +47,6 @@ def glob_escape(value: str) -> str:
     for special in "\\*?[]":
         value = value.replace(special, "\\" + special)
     return value
-
-
-def _clamp(time: int) -> int:
-    return min(max(time, _MIN), _MAX)
-
-
-def ascending(time: int) -> str:
-    """``time`` (any int64) as 16 hex digits whose byte order is numeric order."""
-    return format(_clamp(time) + _BIAS, "016x")
-
-
-def descending(time: int) -> str:
-    """``time`` as 16 hex digits whose byte order is reverse numeric order."""
-    return format(_BIAS - 1 - _clamp(time), "016x")
-
-
-def time_of(encoded: str, *, newest_first: bool) -> int:
-    """The time an ``ascending`` (or ``descending``) prefix encodes."""
-    value = int(encoded[:TIME_WIDTH], 16)
-    return _BIAS - 1 - value if newest_first else value - _BIAS
 
 
 @dataclass(frozen=True, slots=True)

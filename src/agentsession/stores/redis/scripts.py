@@ -281,11 +281,17 @@ set_expiry(sid, meta_expiry(m), tonumber(ARGV[9]), ks, kt, kT)
 return value
 """
 
-# ARGV: sid, now, lexical lower bound, limit. Flat (task id, stored task) list, or nil.
+# ARGV: sid, now, lexical start (the lower bound; the upper one when reversed), limit,
+# 'rev' for newest first. Flat (task id, stored task) list, or nil.
 _LIST_TASKS = r"""
 local ks, kt, kT = conv(1)
 if not live(ARGV[1], ks, tonumber(ARGV[2])) then return false end
-local ms = redis.call('ZRANGEBYLEX', kT, ARGV[3], '+', 'LIMIT', 0, tonumber(ARGV[4]))
+local ms
+if ARGV[5] == 'rev' then
+  ms = redis.call('ZREVRANGEBYLEX', kT, ARGV[3], '-', 'LIMIT', 0, tonumber(ARGV[4]))
+else
+  ms = redis.call('ZRANGEBYLEX', kT, ARGV[3], '+', 'LIMIT', 0, tonumber(ARGV[4]))
+end
 local out = {}
 if #ms == 0 then return out end
 local ids = {}

@@ -67,10 +67,14 @@ from agentsession.stores.base import (
     FeedbackFilter,
     FeedbackRecord,
     Holder,
+    Revocation,
     SessionRecord,
+    StoredSession,
     TaskRecord,
     Touch,
+    UserRows,
 )
+from agentsession.stores.redis import userdata
 from agentsession.stores.redis.keys import (
     TIME_WIDTH,
     UserKeys,
@@ -242,6 +246,14 @@ class RedisStore:
         if client is not None:
             await client.aclose()
 
+    async def ping(self) -> None:
+        """Redis's ``PING``."""
+
+        async def ping(client: Redis) -> None:
+            await client.ping()
+
+        await self._run(ping)
+
     async def _run(self, work: Callable[[Redis], Awaitable[T]]) -> T:
         """``work`` on the client, with redis-py's errors translated (``errors.translate``)."""
         from agentsession.stores.redis.errors import translate
@@ -306,20 +318,7 @@ class RedisStore:
         if held is not None and not await self._take_over(registry, str(held), record):
             raise IdConflict("session_id", record.id)
         keys = self._user(record.user_id).with_conversations([record.id])
-        meta = dump_json(
-            {
-                "c": record.client_id,
-                "n": record.name,
-                "a": record.agent_id,
-                "ct": str(record.created_time),
-                "ut": str(record.updated_time),
-                "lv": _text(record.last_viewed_at),
-                "e": _text(record.expires_at),
-                "v": "0",
-                "k": descending(record.updated_time) + record.id,
-                "ta": None,
-            }
-        )
+        meta = _meta(record)
         args: list[str | int] = [
             record.id,
             meta,
@@ -474,11 +473,22 @@ class RedisStore:
         return _task(record.user_id, record.session_id, record.id, str(stored))
 
     async def list_tasks(
-        self, user_id: str, session_id: str, now: int, limit: int, after: tuple[int, str] | None
+        self,
+        user_id: str,
+        session_id: str,
+        now: int,
+        limit: int,
+        after: tuple[int, str] | None,
+        *,
+        newest_first: bool = False,
     ) -> list[TaskRecord] | None:
         keys = self._user(user_id).with_conversations([session_id])
-        low = "-" if after is None else "(" + ascending(after[0]) + after[1]
-        rows = await self._eval(SCRIPTS["list_tasks"], keys, [session_id, now, low, limit])
+        # Members sort as (created, id): newest first is the same set read backward.
+        start = ("+" if newest_first else "-") if after is None else "(" + ascending(after[0])
+        if after is not None:
+            start += after[1]
+        args: list[str | int] = [session_id, now, start, limit, "rev" if newest_first else ""]
+        rows = await self._eval(SCRIPTS["list_tasks"], keys, args)
         if rows is None:
             return None
         return [_task(user_id, session_id, tid, value) for tid, value in _pairs(rows)]
@@ -697,6 +707,32 @@ class RedisStore:
             return None
         return Holder(str(owner), int(expires_at))
 
+    # Revocation and a user's data: the scripts and calls of ``userdata``.
+
+    async def revoke(self, revocation: Revocation, now: int) -> None:
+        await userdata.revoke(self, revocation, now)
+
+    async def list_revocations(
+        self, since: int, now: int, limit: int, after: tuple[int, str, str] | None
+    ) -> list[Revocation]:
+        return await userdata.list_revocations(self, since, now, limit, after)
+
+    async def export_sessions(
+        self, user_id: str, limit: int, after: str | None
+    ) -> list[StoredSession]:
+        return await userdata.export_sessions(self, user_id, limit, after)
+
+    async def export_tasks(
+        self, user_id: str, session_id: str, limit: int, after: tuple[int, str] | None
+    ) -> list[TaskRecord]:
+        return await userdata.export_tasks(self, user_id, session_id, limit, after)
+
+    async def import_rows(self, rows: UserRows) -> None:
+        await userdata.import_rows(self, rows)
+
+    async def erase_batch(self, user_id: str, limit: int) -> int:
+        return await userdata.erase_batch(self, user_id, limit)
+
     # For tests: everything under the prefix, and what is inconsistent in it.
 
     async def _dump(self) -> dict[str, Any]:
@@ -761,6 +797,24 @@ def _connection_options(url: str, masked: str) -> dict[str, Any]:
     if type(db) is not int or db < 0:
         raise bad(f"the database number must be a non-negative int, not {db!r}")
     return options
+
+
+def _meta(record: SessionRecord, version: int = 0, latest_task: int | None = None) -> str:
+    """The conversation's record as its ``c`` hash holds it (JSON)."""
+    return dump_json(
+        {
+            "c": record.client_id,
+            "n": record.name,
+            "a": record.agent_id,
+            "ct": str(record.created_time),
+            "ut": str(record.updated_time),
+            "lv": _text(record.last_viewed_at),
+            "e": _text(record.expires_at),
+            "v": str(version),
+            "k": descending(record.updated_time) + record.id,
+            "ta": _text(latest_task),
+        }
+    )
 
 
 def _text(value: int | None) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -127,9 +127,10 @@ def create_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
 
     * SQLite: WAL journal, foreign keys on, a busy timeout, ``synchronous=NORMAL``.
       ``sqlite:///:memory:`` gets a single shared connection.
-    * PostgreSQL (asyncpg) and MySQL/MariaDB (aiomysql): ``pool_pre_ping``,
-      ``pool_size`` connections plus as many again on demand, and connect/checkout
-      timeouts of ``CONNECT_TIMEOUT`` seconds (the URL's ``connect_timeout`` if any).
+    * PostgreSQL (asyncpg) and MySQL/MariaDB (aiomysql): ``pool_size`` connections plus
+      as many again on demand, connect/checkout timeouts of ``CONNECT_TIMEOUT`` seconds
+      (the URL's ``connect_timeout`` if any), and no pre-ping: one round trip per
+      statement, a connection the server closed being replaced at checkout.
     * PostgreSQL TLS: ``sslmode`` disable/allow/prefer go to asyncpg as they are (it
       implements libpq's fallback); require/verify-ca/verify-full become an
       ``ssl.SSLContext`` with libpq's checks (``require`` verifies the CA when there
@@ -170,7 +171,10 @@ def create_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
     params = connect_params(target, dialect)
     tls = params.tls
     options.update(
-        pool_pre_ping=True,
+        # No pre-ping round trip: a connection the server closed is noticed locally at
+        # checkout (``_closed_by_server``) and replaced; one that breaks mid-statement
+        # fails that call (503) and SQLAlchemy then refreshes the whole pool.
+        pool_pre_ping=False,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=params.timeout,
@@ -191,7 +195,16 @@ def create_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
             weak = tls.mode in ("disable", "allow", "prefer")
             connect_args["ssl"] = tls.mode if weak else ssl_context(shown, tls, dialect)
     else:
-        connect_args = {"connect_timeout": params.timeout, "charset": "utf8mb4"}
+        from pymysql.constants import CLIENT  # type: ignore[import-untyped]
+
+        connect_args = {
+            "connect_timeout": params.timeout,
+            "charset": "utf8mb4",
+            # FOUND_ROWS as SQLAlchemy sets it (matched, not changed, rows); several
+            # statements in one request, for a task's save in one round trip. Values
+            # are always bound (PyMySQL escapes them), never pasted into SQL text.
+            "client_flag": CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS,
+        }
         if tls is not None:
             connect_args["ssl"] = ssl_context(shown, tls, dialect)
             # SQLAlchemy's aiomysql adapter connects with this function when given one
@@ -202,7 +215,34 @@ def create_engine(url: str | URL, *, pool_size: int = 10) -> AsyncEngine:
     engine = create_async_engine(params.url, **options)
     if dialect == "mysql":
         event.listen(engine.sync_engine, "connect", _mysql_session)
+    event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
     return engine
+
+
+def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout: hand out no connection the server has already closed.
+
+    A restarted database closes every connection it had; the driver sees the socket's
+    end as soon as the event loop runs, so this costs no round trip (unlike
+    ``pool_pre_ping``'s ``SELECT 1``). ``DisconnectionError`` makes the pool discard
+    the connection and check out (or open) another.
+    """
+    if _closed_by_server(getattr(dbapi_connection, "driver_connection", dbapi_connection)):
+        raise DisconnectionError("the database server closed this pooled connection")
+
+
+def _closed_by_server(connection: Any) -> bool:
+    """Whether the driver connection's socket has been closed by the other end."""
+    is_closed = getattr(connection, "is_closed", None)  # asyncpg
+    if callable(is_closed):
+        return bool(is_closed())
+    if getattr(connection, "_writer", True) is None:  # aiomysql, closed by us
+        return True
+    reader = getattr(connection, "_reader", None)  # aiomysql: end of stream received
+    transport = getattr(getattr(connection, "_writer", None), "transport", None)
+    return bool(getattr(reader, "_eof", False)) or bool(
+        transport is not None and transport.is_closing()
+    )
 
 
 # Per-connection setup

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -48,6 +50,8 @@ __all__ = [
     "head_revision",
     "migrate",
 ]
+
+logger = logging.getLogger("agentsession.stores.sql.migrate")
 
 #: Alembic's version table for this package's migrations (without a table prefix).
 VERSION_TABLE = DEFAULT_TABLES.version_table
@@ -104,19 +108,61 @@ async def migrate(engine: AsyncEngine, tables: Tables = DEFAULT_TABLES) -> bool:
     """
     # Reading the scripts is file I/O: keep it off the event loop.
     head = await asyncio.to_thread(head_revision)
-    async with _store_errors(engine), engine.connect() as conn:
-        if await _at_head(conn, head, tables):
-            return False
-        dialect = dialect_of(engine.url)
-        if dialect == "postgresql":
-            return await _migrate_postgresql(conn, tables)
-        if dialect == "mysql":
-            return await _migrate_mysql(conn, tables)
-        return await _migrate_sqlite(conn, engine.url.database, tables)
+    started = time.monotonic()
+    found: set[str] | None = None
+    try:
+        async with _store_errors(engine), engine.connect() as conn:
+            found = await _versions(conn, tables)
+            if found == {head}:
+                return False
+            dialect = dialect_of(engine.url)
+            if dialect == "postgresql":
+                applied = await _migrate_postgresql(conn, tables)
+            elif dialect == "mysql":
+                applied = await _migrate_mysql(conn, tables)
+            else:
+                applied = await _migrate_sqlite(conn, engine.url.database, tables)
+    except Exception as error:
+        if found is not None:  # the schema was behind: the migration itself failed
+            _log_migration(engine, tables, found, head, started, error)
+        raise
+    if applied:
+        _log_migration(engine, tables, found, head, started, None)
+    return applied
 
 
-async def _at_head(conn: AsyncConnection, head: str, tables: Tables) -> bool:
-    """The fast path: does the version table already hold exactly ``head``?"""
+def _log_migration(
+    engine: AsyncEngine,
+    tables: Tables,
+    found: set[str],
+    head: str,
+    started: float,
+    error: Exception | None,
+) -> None:
+    """One record per migration, with fields (``extra=``) for JSON log formatters."""
+    fields: dict[str, Any] = {
+        "agentsession_event": "migration",
+        "outcome": "ok" if error is None else "failed",
+        "database": mask_url(engine.url),
+        "schema": tables.schema,
+        "version_table": tables.version_table,
+        "from_revision": ",".join(sorted(found)) or None,
+        "to_revision": head,
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+    where = f"{fields['database']} ({tables.version_table})"
+    start = fields["from_revision"] or "an empty schema"
+    if error is None:
+        message = "migrated %s from %s to %s in %.2f s"
+        logger.info(message, where, start, head, fields["duration_s"], extra=fields)
+        return
+    fields["error_type"] = type(error).__name__
+    message = "migrating %s from %s to %s failed after %.2f s: %s"
+    logger.error(message, where, start, head, fields["duration_s"], error, extra=fields)
+
+
+async def _versions(conn: AsyncConnection, tables: Tables) -> set[str]:
+    """The fast path: the revisions the version table holds (none if there is none)."""
     where = f"{tables.schema}." if tables.schema else ""
     try:
         result = await conn.execute(text(f"SELECT version_num FROM {where}{tables.version_table}"))
@@ -127,7 +173,7 @@ async def _at_head(conn: AsyncConnection, head: str, tables: Tables) -> bool:
         # Most likely no version table yet; the locked path finds out properly.
         versions = set()
     await conn.rollback()
-    return versions == {head}
+    return versions
 
 
 async def _migrate_postgresql(conn: AsyncConnection, tables: Tables) -> bool:

@@ -12,7 +12,8 @@ The Alembic migrations in ``migrations/`` create exactly these tables.
 ``tables(prefix, schema)`` builds them under a name prefix (and, on PostgreSQL, in a
 schema), so the package lives beside an app's own tables
 (``session_service.table_prefix`` / ``schema``); the module-level names are the
-default set: ``sessions``, ``chat_tasks``, ``feedback``, ``agentsession_leases``.
+default set: ``sessions``, ``chat_tasks``, ``feedback``, ``agentsession_leases``,
+``agentsession_revocations``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "feedback",
     "leases",
     "metadata",
+    "revocations",
     "sessions",
     "tables",
     "tables_from",
@@ -73,7 +75,7 @@ def _id(name: str, *args: object, **kwargs: object) -> Column[str]:
 
 @dataclass(frozen=True, slots=True)
 class Tables:
-    """One set of the package's tables: its ``MetaData``, the four tables, and the name
+    """One set of the package's tables: its ``MetaData``, the five tables, and the name
     of the Alembic version table that records their revision."""
 
     prefix: str
@@ -84,11 +86,13 @@ class Tables:
     feedback: Table
     leases: Table
     version_table: str
+    revocations: Table
 
     @property
     def names(self) -> tuple[str, ...]:
         """The tables' names (without the schema), parents first."""
-        return tuple(t.name for t in (self.sessions, self.chat_tasks, self.feedback, self.leases))
+        every = (self.sessions, self.chat_tasks, self.feedback, self.leases, self.revocations)
+        return tuple(t.name for t in every)
 
 
 @functools.cache
@@ -175,6 +179,20 @@ def tables(prefix: str = "", schema: str | None = None) -> Tables:
         Column("expires_at", BigInteger, nullable=False),
         **_MYSQL,
     )
+    # Revocation of signed cookies: sessions of a client or user issued at or before
+    # ``revoked_at`` are void; the row may go after ``keep_until`` (null: never).
+    revocations = Table(
+        f"{p}agentsession_revocations",
+        metadata,
+        Column("kind", String(8), nullable=False),
+        _id("subject", nullable=False),
+        Column("revoked_at", BigInteger, nullable=False),
+        Column("keep_until", BigInteger),
+        PrimaryKeyConstraint("kind", "subject"),
+        Index(f"ix_{p}agentsession_revocations_revoked_at", "revoked_at"),
+        Index(f"ix_{p}agentsession_revocations_keep_until", "keep_until"),
+        **_MYSQL,
+    )
     return Tables(
         p,
         schema,
@@ -184,6 +202,7 @@ def tables(prefix: str = "", schema: str | None = None) -> Tables:
         feedback,
         leases,
         f"{p}agentsession_alembic_version",
+        revocations,
     )
 
 
@@ -201,3 +220,4 @@ sessions = DEFAULT_TABLES.sessions
 chat_tasks = DEFAULT_TABLES.chat_tasks
 feedback = DEFAULT_TABLES.feedback
 leases = DEFAULT_TABLES.leases
+revocations = DEFAULT_TABLES.revocations

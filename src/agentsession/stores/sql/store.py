@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
@@ -23,11 +23,9 @@ from sqlalchemy import (
     Select,
     and_,
     delete,
-    func,
     literal,
     or_,
     select,
-    union_all,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -36,17 +34,22 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from agentsession.common import dump_json
-from agentsession.errors import ConfigError, IdConflict
+from agentsession.errors import ConfigError, IdConflict, StoreUnavailable
 from agentsession.stores.base import (
     Cutoffs,
     FeedbackFilter,
     FeedbackRecord,
     Holder,
+    Revocation,
     SessionRecord,
+    StoredSession,
     TaskRecord,
     Touch,
+    UserRows,
 )
 from agentsession.stores.sql.engine import create_engine, dialect_of, mask_url, normalize_url
 from agentsession.stores.sql.errors import is_deadlock, translate
@@ -66,10 +69,23 @@ from agentsession.stores.sql.prune import (
     select_batch,
 )
 from agentsession.stores.sql.schema import tables
+from agentsession.stores.sql.statements import Statements
+from agentsession.stores.sql.userdata import (
+    ERASE_ORDER,
+    erase_keys,
+    erase_statement,
+    forget_revocations,
+    revocations_query,
+    revoke_statement,
+    taken_query,
+)
 
 __all__ = ["SqlStore"]
 
 T = TypeVar("T")
+
+#: Ids per ``IN (...)`` list of an import's checks and rows per INSERT of its batches.
+IMPORT_CHUNK = 500
 
 #: Times a statement is retried after the database chose it as a deadlock victim.
 DEADLOCK_RETRIES = 5
@@ -105,6 +121,12 @@ class SqlStore:
         self.chat_tasks = self.tables.chat_tasks
         self.feedback = self.tables.feedback
         self.engine: AsyncEngine = create_engine(self.url, pool_size=pool_size)
+        #: The hot statements, built once (``statements.Statements``).
+        self.statements = Statements.build(self.tables, self.dialect)
+        #: MySQL: a task's whole save as one request (``_save_task_mysql``).
+        self._mysql_saves = (
+            _mysql_saves(self.statements, self.engine) if self.dialect == "mysql" else {}
+        )
         #: ``INSERT ... ON CONFLICT`` of PostgreSQL or SQLite (MySQL has its own upsert).
         self._upsert = pg_dialect.insert if self.dialect == "postgresql" else sqlite_dialect.insert
         c = self.sessions.c
@@ -164,6 +186,10 @@ class SqlStore:
         """Close every pooled connection; the store reconnects if used again."""
         await self.engine.dispose()
 
+    async def ping(self) -> None:
+        """``SELECT 1`` on a pooled connection."""
+        await self._run(select(literal(1)), fetch=True)
+
     # Conversations
 
     async def insert_session(self, record: SessionRecord) -> None:
@@ -186,20 +212,16 @@ class SqlStore:
             raise IdConflict("session_id", record.id) from None
 
     async def get_session(self, user_id: str, session_id: str, now: int) -> SessionRecord | None:
-        query = select(*self._session_columns).where(self._owned(user_id, session_id, now))
-        rows = await self._rows(query)
+        owned = {"p_user_id": user_id, "p_session_id": session_id, "p_now": now}
+        rows = await self._rows(self.statements.get_session, owned)
         return _session(rows[0]) if rows else None
 
     async def list_sessions(
         self, user_id: str, now: int, limit: int, after: tuple[int, str] | None
     ) -> list[SessionRecord]:
-        query = select(*self._session_columns).where(
-            self.sessions.c.user_id == user_id, self._alive(now)
-        )
-        query = _keyset(
-            query, self.sessions.c.updated_time, self.sessions.c.id, after, limit, newest=True
-        )
-        return [_session(row) for row in await self._rows(query)]
+        values = _paging({"p_user_id": user_id, "p_now": now}, limit, after)
+        rows = await self._rows(self.statements.list_sessions[after is not None], values)
+        return [_session(row) for row in rows]
 
     async def update_session(
         self,
@@ -235,10 +257,8 @@ class SqlStore:
     # State
 
     async def load_state(self, user_id: str, session_id: str, now: int) -> tuple[str, int] | None:
-        query = select(self.sessions.c.state, self.sessions.c.version).where(
-            self._owned(user_id, session_id, now)
-        )
-        rows = await self._rows(query)
+        owned = {"p_user_id": user_id, "p_session_id": session_id, "p_now": now}
+        rows = await self._rows(self.statements.load_state, owned)
         return (rows[0][0], rows[0][1]) if rows else None
 
     async def write_state(
@@ -250,17 +270,15 @@ class SqlStore:
         state_json: str,
         version: int,
     ) -> bool | None:
-        statement = (
-            update(self.sessions)
-            .where(self._owned(user_id, session_id, now), self.sessions.c.version == version)
-            .values(
-                state=state_json,
-                version=self.sessions.c.version + 1,
-                updated_time=now,
-                expires_at=expires_at,
-            )
-        )
-        if await self._rowcount(statement):
+        values = {
+            "p_user_id": user_id,
+            "p_session_id": session_id,
+            "p_now": now,
+            "p_version": version,
+            "p_state": state_json,
+            "p_expires_at": expires_at,
+        }
+        if await self._rowcount(self.statements.write_state, values):
             return True
         if await self.load_state(user_id, session_id, now) is None:
             return None
@@ -277,31 +295,29 @@ class SqlStore:
         task id the user has in another conversation stops it (``IdConflict``).
         """
         now = record.updated_time
-        # Without a touch the UPDATE changes nothing, but still locks the row.
-        values: dict[str, Any] = {"expires_at": self.sessions.c.expires_at}
-        if touch is not None:
-            values["expires_at"] = touch.expires_at
-            if touch.viewed:
-                values["last_viewed_at"] = now
-        elsewhere = (
-            select(literal(1))
-            .where(
-                self.chat_tasks.c.id == record.id,
-                self.chat_tasks.c.user_id == record.user_id,
-                self.chat_tasks.c.session_id != record.session_id,
-            )
-            .exists()
-        )
-        statement = (
-            update(self.sessions)
-            .where(self._owned(record.user_id, record.session_id, now), ~elsewhere)
-            .values(values)
-        )
+        kind = "lock" if touch is None else "view" if touch.viewed else "slide"
+        values = {
+            "p_user_id": record.user_id,
+            "p_session_id": record.session_id,
+            "p_now": now,
+            "p_expires_at": None if touch is None else touch.expires_at,
+            "p_task_id": record.id,
+            "p_user_message": record.user_message,
+            "p_message_bubbles": _dump(record.message_bubbles) or "null",
+            "p_task_metadata": _dump(record.task_metadata),
+            "p_created_time": record.created_time,
+            "p_updated_time": record.updated_time,
+        }
+        if kind == "lock":
+            del values["p_expires_at"]  # the statement has no such parameter
         if self.dialect == "postgresql":
-            created = await self._save_task_postgresql(statement, record)
+            rows = await self._rows(self.statements.save[kind], values)
+            created = int(rows[0][0]) if rows else None
+        elif self.dialect == "mysql":
+            created = await self._save_task_mysql(kind, values)
         else:
             created = await self._transaction(
-                lambda connection: self._save_task_in(connection, statement, record)
+                lambda connection: self._save_task_in(connection, kind, values)
             )
         if created is None:
             if await self.get_session(record.user_id, record.session_id, now):
@@ -309,111 +325,98 @@ class SqlStore:
             return None
         return replace(record, created_time=created)
 
-    def _task_values(self, record: TaskRecord, session_id: Any, user_id: Any) -> Select[Any]:
-        """The task's row as a SELECT, its conversation and user taken from a table."""
-        return select(
-            literal(record.id, self.chat_tasks.c.id.type),
-            session_id,
-            user_id,
-            literal(record.user_message, self.chat_tasks.c.user_message.type),
-            literal(
-                _dump(record.message_bubbles) or "null", self.chat_tasks.c.message_bubbles.type
-            ),
-            literal(_dump(record.task_metadata), self.chat_tasks.c.task_metadata.type),
-            literal(record.created_time, self.chat_tasks.c.created_time.type),
-            literal(record.updated_time, self.chat_tasks.c.updated_time.type),
-        )
+    async def _save_task_mysql(self, kind: str, values: dict[str, Any]) -> int | None:
+        """MySQL: ``BEGIN; <touch>; <upsert>; COMMIT`` sent as one request: one round trip.
 
-    async def _save_task_postgresql(self, touch: Any, record: TaskRecord) -> int | None:
-        """``WITH touched AS (UPDATE sessions ... RETURNING) INSERT ... SELECT FROM touched
-        ON CONFLICT DO UPDATE ... RETURNING created_time``: all of it or nothing."""
-        touched = touch.returning(self.sessions.c.id, self.sessions.c.user_id).cte("touched")
-        source = self._task_values(record, touched.c.id, touched.c.user_id)
-        upsert = pg_dialect.insert(self.chat_tasks).from_select(self._task_names, source)
-        new = upsert.excluded
-        statement = (
-            upsert.on_conflict_do_update(
-                index_elements=[self.chat_tasks.c.id, self.chat_tasks.c.user_id],
-                set_=_task_updates(new),
-                where=self.chat_tasks.c.session_id == new.session_id,
-            )
-            .returning(self.chat_tasks.c.created_time)
-            .add_cte(touched)
-        )
-        rows = await self._rows(statement)
-        return int(rows[0][0]) if rows else None
+        The server runs the four in order and stops at an error, leaving the
+        transaction open: then one ROLLBACK ends it (the connection is dropped if even
+        that fails). A deadlock victim's whole transaction was rolled back by the
+        server, so it is sent again, as ``_attempt`` does.
+        """
+        from pymysql import err as mysql_errors  # type: ignore[import-untyped]
+
+        sql, names, fixed = self._mysql_saves[kind]
+        arguments = [values[name] if name in values else fixed[name] for name in names]
+
+        async def run(connection: AsyncConnection) -> int | None:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            cursor = await driver.cursor()
+            # SQLAlchemy's cursor events, as for its own statements: tracing and
+            # statement counters (OpenTelemetry's SQLAlchemy instrumentation) see it too.
+            events = self.engine.sync_engine.dispatch
+            sync = connection.sync_connection
+            events.before_cursor_execute(sync, cursor, sql, arguments, None, False)
+            try:
+                await cursor.execute(sql, arguments)  # BEGIN
+                await cursor.nextset()
+                touched = cursor.rowcount
+                await cursor.nextset()
+                inserted, last_id = cursor.rowcount, cursor.lastrowid
+                await cursor.nextset()  # COMMIT
+            except BaseException as error:
+                await _abandon(connection, driver)
+                if isinstance(error, mysql_errors.IntegrityError) and error.args[0] == 1452:
+                    raise IdConflict("task_id", values["p_task_id"]) from None
+                raise
+            finally:
+                await cursor.close()
+            events.after_cursor_execute(sync, cursor, sql, arguments, None, False)
+            if not touched or not inserted:
+                return None
+            return int(last_id) if last_id else int(values["p_created_time"])
+
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                return await self._attempt(run)
+            except StoreUnavailable as error:
+                if attempt < DEADLOCK_RETRIES and _deadlock_cause(error):
+                    await asyncio.sleep(0.005 * (attempt + 1))
+                    continue
+                raise
+        raise AssertionError("unreachable")
 
     async def _save_task_in(
-        self, connection: AsyncConnection, touch: Any, record: TaskRecord
+        self, connection: AsyncConnection, kind: str, values: dict[str, Any]
     ) -> int | None:
         """SQLite and MySQL, inside ``_transaction``: touch, then upsert; None if untouched."""
-        if not (await connection.execute(touch)).rowcount:
+        touch_values = {k: v for k, v in values.items() if k in _TOUCH_PARAMETERS}
+        if not (await connection.execute(self.statements.touch[kind], touch_values)).rowcount:
             return None
-        source = self._task_values(record, self.sessions.c.id, self.sessions.c.user_id).where(
-            self._owned(record.user_id, record.session_id, record.updated_time)
-        )
+        upsert_values = {k: v for k, v in values.items() if k != "p_expires_at"}
         if self.dialect == "sqlite":
-            upsert = sqlite_dialect.insert(self.chat_tasks).from_select(self._task_names, source)
-            new = upsert.excluded
-            statement = upsert.on_conflict_do_update(
-                index_elements=[self.chat_tasks.c.id, self.chat_tasks.c.user_id],
-                set_=_task_updates(new),
-                where=self.chat_tasks.c.session_id == new.session_id,
-            ).returning(self.chat_tasks.c.created_time)
-            rows = (await connection.execute(statement)).fetchall()
+            result = await connection.execute(self.statements.save["upsert"], upsert_values)
+            rows = result.fetchall()
             return int(rows[0][0]) if rows else None
-        return await self._save_task_mysql(connection, source, record)
-
-    async def _save_task_mysql(
-        self, connection: AsyncConnection, source: Any, record: TaskRecord
-    ) -> int | None:
-        """MySQL: ``ON DUPLICATE KEY UPDATE``, with no RETURNING.
-
-        ``created_time = LAST_INSERT_ID(created_time)`` hands the kept creation time
-        back as the statement's insert id (0 when the row was inserted). The user's
-        task of another conversation (saved since the touch looked) sets
-        ``session_id`` to ``''``, which no conversation has, so the foreign key fails
-        the statement and the transaction is rolled back: ``IdConflict``. Assignments
-        run left to right: ``session_id`` goes last.
-        """
-        statement = mysql_dialect.insert(self.chat_tasks).from_select(self._task_names, source)
-        new = statement.inserted
-        ours = self.chat_tasks.c.session_id == new.session_id
-        statement = statement.on_duplicate_key_update(
-            [
-                *_task_updates(new).items(),
-                ("created_time", func.LAST_INSERT_ID(self.chat_tasks.c.created_time)),
-                ("session_id", func.IF(ours, self.chat_tasks.c.session_id, "")),
-            ]
-        )
         try:
-            result = await connection.execute(statement)
+            result = await connection.execute(self.statements.save["upsert"], upsert_values)
         except sa_exc.IntegrityError:
-            raise IdConflict("task_id", record.id) from None
+            raise IdConflict("task_id", values["p_task_id"]) from None
         if not result.rowcount:
             return None
         last_id = result.lastrowid
-        return int(last_id) if last_id else record.created_time
+        return int(last_id) if last_id else int(values["p_created_time"])
 
     async def list_tasks(
-        self, user_id: str, session_id: str, now: int, limit: int, after: tuple[int, str] | None
+        self,
+        user_id: str,
+        session_id: str,
+        now: int,
+        limit: int,
+        after: tuple[int, str] | None,
+        *,
+        newest_first: bool = False,
     ) -> list[TaskRecord] | None:
         # One query: a marker row when the conversation is the user's and live, then
         # the page of tasks (each half on its own index); sorted here, at most limit+1.
-        marker = select(
-            *(literal(None, column.type).label(column.name) for column in self._task_columns),
-        ).where(self._owned(user_id, session_id, now))
-        page = select(*self._task_columns).where(
-            self.chat_tasks.c.session_id == session_id, self.chat_tasks.c.user_id == user_id
-        )
-        page = _keyset(
-            page, self.chat_tasks.c.created_time, self.chat_tasks.c.id, after, limit, newest=False
-        )
-        rows = await self._rows(union_all(marker, select(page.subquery())))
+        owned = {"p_user_id": user_id, "p_session_id": session_id, "p_now": now}
+        values = _paging(owned, limit, after)
+        statement = self.statements.list_tasks[newest_first, after is not None]
+        rows = await self._rows(statement, values)
         if not any(row[0] is None for row in rows):
             return None
         tasks = [_task(row) for row in rows if row[0] is not None]
-        tasks.sort(key=lambda task: task.sort_key)
+        tasks.sort(key=lambda task: task.sort_key, reverse=newest_first)
         return tasks
 
     # Feedback
@@ -539,29 +542,117 @@ class SqlStore:
         rows = await self._rows(holder_query(name, self.tables))
         return Holder(rows[0][0], int(rows[0][1])) if rows else None
 
+    # Revocation (``userdata``): one upsert, then old rows go; one keyset read.
+
+    async def revoke(self, revocation: Revocation, now: int) -> None:
+        await self._execute(revoke_statement(self.dialect, self.tables, revocation))
+        await self._execute(forget_revocations(self.tables, now))
+
+    async def list_revocations(
+        self, since: int, now: int, limit: int, after: tuple[int, str, str] | None
+    ) -> list[Revocation]:
+        rows = await self._rows(revocations_query(self.tables, since, now, limit, after))
+        return [Revocation(row[0], row[1], int(row[2]), _int(row[3])) for row in rows]
+
+    # A user's data (``userdata``)
+
+    async def export_sessions(
+        self, user_id: str, limit: int, after: str | None
+    ) -> list[StoredSession]:
+        c = self.sessions.c
+        query = select(*self._session_columns, c.state, c.version).where(c.user_id == user_id)
+        if after is not None:
+            query = query.where(c.id > after)
+        rows = await self._rows(query.order_by(c.id).limit(limit))
+        return [StoredSession(_session(row[:9]), row[9], int(row[10])) for row in rows]
+
+    async def export_tasks(
+        self, user_id: str, session_id: str, limit: int, after: tuple[int, str] | None
+    ) -> list[TaskRecord]:
+        t = self.chat_tasks.c
+        query = select(*self._task_columns).where(t.session_id == session_id, t.user_id == user_id)
+        query = _keyset(query, t.created_time, t.id, after, limit, newest=False)
+        return [_task(row) for row in await self._rows(query)]
+
+    async def import_rows(self, rows: UserRows) -> None:
+        """One transaction: check every id, then insert in chunks; any failure, nothing."""
+        try:
+            await self._transaction(lambda connection: self._import_in(connection, rows))
+        except sa_exc.IntegrityError:
+            # A row with one of the ids was written after the checks: name it.
+            async with self.engine.connect() as connection:
+                await self._check_ids(connection, rows)
+            raise
+
+    async def _import_in(self, connection: AsyncConnection, rows: UserRows) -> None:
+        await self._check_ids(connection, rows)
+        batches: list[tuple[Any, list[dict[str, Any]]]] = [
+            (self.sessions, [_session_row(item) for item in rows.sessions]),
+            (self.chat_tasks, [_task_row(item) for item in rows.tasks]),
+            (self.feedback, [_feedback_row(item) for item in rows.feedback]),
+        ]
+        for table, values in batches:
+            for start in range(0, len(values), IMPORT_CHUNK):
+                await connection.execute(table.insert(), values[start : start + IMPORT_CHUNK])
+
+    async def _check_ids(self, connection: AsyncConnection, rows: UserRows) -> None:
+        """Raise ``IdConflict`` naming the first taken id, if any."""
+        wanted = (
+            ("session_id", [item.record.id for item in rows.sessions]),
+            ("task_id", [item.id for item in rows.tasks]),
+            ("feedback_id", [item.id for item in rows.feedback]),
+        )
+        for field, ids in wanted:
+            for start in range(0, len(ids), IMPORT_CHUNK):
+                chunk = ids[start : start + IMPORT_CHUNK]
+                query = taken_query(self.tables, field, rows.user_id, chunk)
+                taken = (await connection.execute(query)).fetchall()
+                if taken:
+                    raise IdConflict(field, min(str(row[0]) for row in taken))
+
+    async def erase_batch(self, user_id: str, limit: int) -> int:
+        """Pick up to ``limit`` keys of the first table with rows left, delete them."""
+        for name in ERASE_ORDER:
+            keys = [
+                row[0] for row in await self._rows(erase_keys(self.tables, name, user_id, limit))
+            ]
+            if keys:
+                deleted = await self._rowcount(erase_statement(self.tables, name, user_id, keys))
+                if deleted:
+                    return deleted
+        return 0
+
     # Execution: one statement per connection checkout, errors translated.
 
-    async def _rows(self, statement: Executable) -> Sequence[Any]:
-        rows, _, _ = await self._run(statement, fetch=True)
+    async def _rows(
+        self, statement: Executable, values: Mapping[str, Any] | None = None
+    ) -> Sequence[Any]:
+        rows, _, _ = await self._run(statement, values, fetch=True)
         return rows
 
-    async def _rowcount(self, statement: Executable) -> int:
-        _, count, _ = await self._run(statement)
+    async def _rowcount(
+        self, statement: Executable, values: Mapping[str, Any] | None = None
+    ) -> int:
+        _, count, _ = await self._run(statement, values)
         return count
 
     async def _execute(self, statement: Executable) -> None:
         await self._run(statement)
 
     async def _run(
-        self, statement: Executable, *, fetch: bool = False
+        self,
+        statement: Executable,
+        values: Mapping[str, Any] | None = None,
+        *,
+        fetch: bool = False,
     ) -> tuple[Sequence[Any], int, int | None]:
-        """Execute one statement on a pooled autocommit connection.
-
-        Returns the rows (when ``fetch``), the row count and the last insert id.
+        """Execute one statement (with its bound ``values``) on a pooled autocommit
+        connection. Returns the rows (when ``fetch``), the row count and the last
+        insert id.
         """
 
         async def run(connection: AsyncConnection) -> tuple[Sequence[Any], int, int | None]:
-            result: CursorResult[Any] = await connection.execute(statement)
+            result: CursorResult[Any] = await connection.execute(statement, values)
             rows = result.fetchall() if fetch else ()
             return rows, result.rowcount, getattr(result, "lastrowid", None)
 
@@ -630,14 +721,50 @@ async def _roll_back(connection: AsyncConnection) -> None:
                 raise
 
 
-def _task_updates(new: Any) -> dict[str, Any]:
-    """What saving a task again replaces (``new``: the upsert's proposed row)."""
-    return {
-        "user_message": new.user_message,
-        "message_bubbles": new.message_bubbles,
-        "task_metadata": new.task_metadata,
-        "updated_time": new.updated_time,
-    }
+def _mysql_saves(
+    statements: Statements, engine: AsyncEngine
+) -> dict[str, tuple[str, list[str], dict[str, Any]]]:
+    """Per touch kind: ``BEGIN; <touch>; <upsert>; COMMIT`` as SQL text for PyMySQL,
+    the names of its ``%s`` parameters in order, and the values of its literals."""
+    saves = {}
+    for kind, touch in statements.touch.items():
+        upsert = cast("ClauseElement", statements.save["upsert"])
+        parts = [
+            cast("SQLCompiler", clause.compile(dialect=engine.dialect))
+            for clause in (touch, upsert)
+        ]
+        sql = "BEGIN; " + "; ".join(part.string for part in parts) + "; COMMIT"
+        names = [name for part in parts for name in (part.positiontup or [])]
+        fixed = {k: v for part in parts for k, v in part.params.items() if v is not None}
+        saves[kind] = (sql, names, fixed)
+    return saves
+
+
+async def _abandon(connection: AsyncConnection, driver: Any) -> None:
+    """After a failed multi-statement request: ROLLBACK, or drop the connection."""
+    try:
+        await driver.rollback()
+    except BaseException:
+        await connection.invalidate()
+        raise
+
+
+def _deadlock_cause(error: BaseException) -> bool:
+    """Whether a ``StoreUnavailable`` came from MySQL's deadlock or lock-wait codes."""
+    cause = error.__cause__
+    return cause is not None and str(getattr(cause, "args", ("",))[0]) in ("1213", "1205")
+
+
+#: The parameters of a save's touch (``statements.Statements.touch``).
+_TOUCH_PARAMETERS = frozenset({"p_user_id", "p_session_id", "p_now", "p_expires_at", "p_task_id"})
+
+
+def _paging(values: dict[str, Any], limit: int, after: tuple[int, str] | None) -> dict[str, Any]:
+    """``values`` with a page's bound parameters: ``limit`` and, past page one, ``after``."""
+    values["p_limit"] = limit
+    if after is not None:
+        values["p_after_time"], values["p_after_id"] = after
+    return values
 
 
 def _keyset(
@@ -693,3 +820,49 @@ def _task(row: Any) -> TaskRecord:
 
 def _feedback(row: Any) -> FeedbackRecord:
     return FeedbackRecord(*row)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _session_row(item: StoredSession) -> dict[str, Any]:
+    record = item.record
+    return {
+        "id": record.id,
+        "user_id": record.user_id,
+        "client_id": record.client_id,
+        "name": record.name,
+        "agent_id": record.agent_id,
+        "state": item.state_json,
+        "version": item.version,
+        "created_time": record.created_time,
+        "updated_time": record.updated_time,
+        "last_viewed_at": record.last_viewed_at,
+        "expires_at": record.expires_at,
+    }
+
+
+def _task_row(record: TaskRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "session_id": record.session_id,
+        "user_id": record.user_id,
+        "user_message": record.user_message,
+        "message_bubbles": _dump(record.message_bubbles) or "null",
+        "task_metadata": _dump(record.task_metadata),
+        "created_time": record.created_time,
+        "updated_time": record.updated_time,
+    }
+
+
+def _feedback_row(record: FeedbackRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "session_id": record.session_id,
+        "task_id": record.task_id,
+        "user_id": record.user_id,
+        "rating": record.rating,
+        "comment": record.comment,
+        "created_time": record.created_time,
+    }

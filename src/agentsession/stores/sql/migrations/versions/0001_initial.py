@@ -176,5 +176,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     # Dropping a table drops its indexes and constraints; children before parents.
     target = tables_from(context.config.attributes)
-    for name in reversed(target.names):
-        op.drop_table(name, schema=target.schema)
+    for table in (target.leases, target.feedback, target.chat_tasks, target.sessions):
+        op.drop_table(table.name, schema=target.schema)
