@@ -46,16 +46,18 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiomysql
 import asyncpg
 import httpx
 import pymysql
 import pytest
-import redis.asyncio
 
 from tests.proxy import free_port
+
+if TYPE_CHECKING:
+    import redis.asyncio
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "/api/v1"
@@ -690,11 +692,16 @@ class RedisServer(_ServerProcess):
         return reply.split(b"\r\n", 1)[0]
 
     def client(self) -> redis.asyncio.Redis:
+        import redis.asyncio  # here: tests/dynamodb_local.py imports this module, and the
+        # Starlette-0.40 run of .ci/run (no redis installed) imports that from conftest
+
         return redis.asyncio.Redis(
             host="127.0.0.1", port=self.port, socket_timeout=10, socket_connect_timeout=2
         )
 
     async def accepts(self, name: str) -> bool:
+        import redis.asyncio
+
         client = redis.asyncio.Redis(
             host="127.0.0.1",
             port=self.port,
