@@ -247,3 +247,28 @@ async def test_two_real_instances_on_one_postgresql(tmp_path: Path) -> None:
             async with httpx.AsyncClient(base_url=second) as again:
                 await again.post("/login", json={"user": "hank"})
                 assert await who(again) == "hank"
+
+
+async def test_a_login_in_the_same_millisecond_as_a_logout_everywhere_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new client id is issued after every revocation the instance knows of, so a login
+    right after "log out everywhere" (the same millisecond here, frozen; or on an
+    instance whose clock runs behind) is not voided by it. Copies of the old cookie are."""
+    import agentsession.cookie.middleware as middleware_module
+    import agentsession.service as service_module
+
+    frozen = 1_800_000_000_000
+    monkeypatch.setattr(middleware_module, "now_ms", lambda: frozen)
+    monkeypatch.setattr(service_module, "now_ms", lambda: frozen)
+    app = build()
+    async with client(app) as laptop, client(app) as phone:
+        await laptop.post("/login", json={"user": "carol"})
+        await phone.post("/login", json={"user": "carol"})
+        copied = phone.cookies["session"]
+        response = await laptop.post("/api/session/logout", json={"everywhere": True})
+        assert response.status_code == 204
+        await phone.post("/login", json={"user": "carol"})
+        assert await who(phone) == "carol"
+        async with client(app, cookie=copied) as thief:
+            assert await who(thief) is None

@@ -93,6 +93,19 @@ class RevocationCache:
         cutoff = self._revoked.get(("user", state.user_id or client))
         return cutoff is not None and issued <= cutoff
 
+    def cutoff(self, client_id: str, user_id: str | None) -> int:
+        """The latest revocation known of this client or its user (0: none).
+
+        A session issued now must be issued after it (``SessionMiddleware`` issues new
+        client ids at ``max(now, cutoff + 1)``): a login in the same millisecond as a
+        logout everywhere, or on an instance whose clock runs behind the one that
+        revoked, is not void.
+        """
+        known = self._revoked
+        return max(
+            known.get(("client", client_id), 0), known.get(("user", user_id or client_id), 0)
+        )
+
     def note(self, kind: str, subject: str, revoked_at: int) -> None:
         """Apply a revocation this process just wrote, without waiting for a poll."""
         key = (kind, subject)

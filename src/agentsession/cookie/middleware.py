@@ -354,7 +354,13 @@ class SessionMiddleware:
         origin = session._origin
         # The client id's issue time stays across refreshes: a revocation covers them.
         same_client = origin is not None and origin.client_id == session._client_id
-        issued = origin.client_issued_at if same_client and origin else now_ms()
+        if same_client and origin is not None:
+            issued = origin.client_issued_at
+        else:  # a new client id: issued after every revocation this process knows of
+            issued = now_ms()
+            revocations = self.revocations
+            if revocations is not None:
+                issued = max(issued, revocations.cutoff(session._client_id, session._user_id) + 1)
         value = self.codec.encode(
             session._client_id,
             session._session_id,
