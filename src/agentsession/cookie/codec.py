@@ -129,6 +129,8 @@ class CookieCodec:
         self._verify_keys = [self._current.derive_key(k) for k in reversed(keys)]
         self.max_age = max_age
         self.max_size = max_size
+        #: The last second ``encode`` signed in, and ``"." + base64url`` of it.
+        self._stamp_time, self._stamp = -1, b""
         #: Values verified lately -> their state (``decode``); oldest first.
         self._verified: dict[bytes, CookieState] = {}
 
@@ -153,10 +155,10 @@ class CookieCodec:
             text += f',"u":{_json_string(user_id)}'
         # itsdangerous' TimestampSigner.sign written out (this runs on every write):
         # payload "." base64url(timestamp) "." base64url(HMAC of what precedes it).
-        signed = b"%s.%s" % (
-            _b64encode(f"{text}{_DATA_KEY}{data_json}}}".encode()),
-            _b64encode(int_to_bytes(self._current.get_timestamp())),
-        )
+        now = self._current.get_timestamp()
+        if now != self._stamp_time:  # the encoded timestamp changes once a second
+            self._stamp_time, self._stamp = now, b"." + _b64encode(int_to_bytes(now))
+        signed = _b64encode(f"{text}{_DATA_KEY}{data_json}}}".encode()) + self._stamp
         signature = _b64encode(hmac.digest(self._verify_keys[0], signed, "sha256"))
         value = (signed + b"." + signature).decode("ascii")
         if len(value) > self.max_size:
