@@ -38,7 +38,7 @@ from agentsession.cookie.codec import (
     dump_json,
 )
 from agentsession.cookie.lifecycle import Hook, Lifecycle
-from agentsession.cookie.session import JSON_SCALARS, Session
+from agentsession.cookie.session import Session, holds_containers
 from agentsession.errors import ConfigError
 from agentsession.metrics import get_metrics
 
@@ -382,7 +382,7 @@ class SessionMiddleware:
         data_json: str | None = None
         # Only a value inside a list or dict can change without ``modified`` being set;
         # with none of those (the usual ids and flags), the data is as it was loaded.
-        if not all(type(value) in JSON_SCALARS for value in dict.values(session)):
+        if holds_containers(session):
             data_json = dump_json(session)
             if data_json != origin.data_json:  # a nested change
                 return True, data_json

@@ -31,7 +31,12 @@ __all__ = [
 
 
 #: JSON values that cannot change in place (``bool`` and ``None`` included).
-JSON_SCALARS = frozenset((str, int, float, bool, type(None)))
+_JSON_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def holds_containers(data: Mapping[str, Any]) -> bool:
+    """Whether a value of ``data`` is a list or dict, which can change in place."""
+    return not all(type(value) in _JSON_SCALARS for value in data.values())
 
 
 class SessionSource(Protocol):
@@ -123,10 +128,10 @@ class Session(dict[str, Any]):
             self._session_id = state.session_id
             self._user_id = state.user_id
             data = state.data  # shared with the codec's cache: copied, never changed
-            if all(type(value) in JSON_SCALARS for value in data.values()):
-                dict.update(self, data)
-            else:  # lists and dicts of its own, so that changing them changes no other
+            if holds_containers(data):  # lists and dicts of its own, changed by no other
                 dict.update(self, json.loads(state.data_json))
+            else:
+                dict.update(self, data)
 
     # Starlette's flags. ``request.session`` calls mark_accessed(): that is where we load.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from agentsession.common import dump_json, now_ms
@@ -398,21 +399,15 @@ class MemoryStore:
         conversation = self._live(user_id, session_id, now)
         if conversation is None:
             return None
-        if newest_first:
-            older = (
-                task
-                for task in conversation.tasks.values()
-                if after is None or (task.created_time, task.id) < after
-            )
-            page = heapq.nlargest(limit, older, key=lambda task: (task.created_time, task.id))
-        else:
-            newer = (
-                task
-                for task in conversation.tasks.values()
-                if after is None or (task.created_time, task.id) > after
-            )
-            page = heapq.nsmallest(limit, newer, key=lambda task: (task.created_time, task.id))
-        return [task.record() for task in page]
+
+        def key(task: _Task) -> tuple[int, str]:
+            return (task.created_time, task.id)
+
+        tasks: Iterable[_Task] = conversation.tasks.values()
+        if after is not None:  # strictly past ``after`` in the order asked for
+            tasks = [t for t in tasks if (key(t) < after if newest_first else key(t) > after)]
+        pick = heapq.nlargest if newest_first else heapq.nsmallest
+        return [task.record() for task in pick(limit, tasks, key=key)]
 
     # Feedback
 

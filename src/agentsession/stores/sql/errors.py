@@ -149,11 +149,19 @@ _DRIVER_MODULES = ("asyncpg", "pymysql", "aiomysql", "sqlite3")
 _CONNECTION_CLASSES = {"OperationalError", "InterfaceError"}
 
 
-def is_deadlock(error: sa_exc.DBAPIError) -> bool:
-    """Whether the database rolled the statement back to break a deadlock or lock wait."""
-    if error.orig is None:
+def is_deadlock(error: BaseException) -> bool:
+    """Whether the database rolled the statement back to break a deadlock or lock wait.
+
+    ``error`` is SQLAlchemy's ``DBAPIError`` or the driver's own exception (a statement
+    sent on the raw connection, as MySQL's one-request task save is).
+    """
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.orig is None:
+            return False
+        return _classify(_driver_error(error.orig))[1] in _DEADLOCK_CODES
+    if type(error).__module__.partition(".")[0] not in _DRIVER_MODULES:
         return False
-    return _classify(_driver_error(error.orig))[1] in _DEADLOCK_CODES
+    return _classify(error)[1] in _DEADLOCK_CODES
 
 
 def translate(error: BaseException, url: URL | str) -> StoreUnavailable | None:

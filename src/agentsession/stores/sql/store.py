@@ -38,7 +38,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from agentsession.common import dump_json
-from agentsession.errors import ConfigError, IdConflict, StoreUnavailable
+from agentsession.errors import ConfigError, IdConflict
 from agentsession.stores.base import (
     Cutoffs,
     FeedbackFilter,
@@ -330,8 +330,7 @@ class SqlStore:
 
         The server runs the four in order and stops at an error, leaving the
         transaction open: then one ROLLBACK ends it (the connection is dropped if even
-        that fails). A deadlock victim's whole transaction was rolled back by the
-        server, so it is sent again, as ``_attempt`` does.
+        that fails). A deadlock victim is sent again by ``_attempt``, as any statement.
         """
         from pymysql import err as mysql_errors  # type: ignore[import-untyped]
 
@@ -366,15 +365,7 @@ class SqlStore:
                 return None
             return int(last_id) if last_id else int(values["p_created_time"])
 
-        for attempt in range(DEADLOCK_RETRIES + 1):
-            try:
-                return await self._attempt(run)
-            except StoreUnavailable as error:
-                if attempt < DEADLOCK_RETRIES and _deadlock_cause(error):
-                    await asyncio.sleep(0.005 * (attempt + 1))
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        return await self._attempt(run)
 
     async def _save_task_in(
         self, connection: AsyncConnection, kind: str, values: dict[str, Any]
@@ -691,7 +682,7 @@ class SqlStore:
             except Exception as error:
                 # Anything, not only DBAPIError: SQLAlchemy 2.0 lets the driver's own
                 # connect errors through unwrapped, and ``translate`` knows those too.
-                deadlock = isinstance(error, sa_exc.DBAPIError) and is_deadlock(error)
+                deadlock = is_deadlock(error)
                 if deadlock and attempt < DEADLOCK_RETRIES:
                     await asyncio.sleep(0.005 * (attempt + 1))
                     continue
@@ -747,12 +738,6 @@ async def _abandon(connection: AsyncConnection, driver: Any) -> None:
     except BaseException:
         await connection.invalidate()
         raise
-
-
-def _deadlock_cause(error: BaseException) -> bool:
-    """Whether a ``StoreUnavailable`` came from MySQL's deadlock or lock-wait codes."""
-    cause = error.__cause__
-    return cause is not None and str(getattr(cause, "args", ("",))[0]) in ("1213", "1205")
 
 
 #: The parameters of a save's touch (``statements.Statements.touch``).
