@@ -25,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agentsession.errors import ConfigError, StoreUnavailable
 from agentsession.stores.sql import migrate as migrate_module
@@ -133,7 +133,6 @@ async def test_cascades_and_mysql_table_options(backend: str, tmp_path: Path) ->
     ]
     assert sorted(cascades) == [
         ("chat_tasks", "sessions", "CASCADE"),
-        ("feedback", "chat_tasks", "CASCADE"),
         ("feedback", "sessions", "CASCADE"),
     ]
     if backend == "mysql":
@@ -229,6 +228,15 @@ _COLUMNS_0001 = {
 }
 
 
+async def _insert_0001_rows(conn: AsyncConnection) -> None:
+    for table, rows in _ROWS_0001.items():
+        columns = _COLUMNS_0001[table]
+        marks = ", ".join(f":p{i}" for i in range(len(rows[0])))
+        for row in rows:
+            values = {f"p{i}": value for i, value in enumerate(row)}
+            await conn.execute(text(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), values)
+
+
 async def _rows(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
     async with engine.connect() as conn:
         return {
@@ -252,14 +260,7 @@ async def test_upgrade_from_0001_keeps_rows_and_makes_task_ids_per_user(
         async with engine.connect() as conn:
             await conn.run_sync(to_0001)
             await conn.commit()
-            for table, rows in _ROWS_0001.items():
-                columns = _COLUMNS_0001[table]
-                marks = ", ".join(f":p{i}" for i in range(len(rows[0])))
-                for row in rows:
-                    values = {f"p{i}": value for i, value in enumerate(row)}
-                    await conn.execute(
-                        text(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), values
-                    )
+            await _insert_0001_rows(conn)
             await conn.commit()
         before = await _rows(engine)
         assert await current_revision(engine) == "0001"
@@ -283,15 +284,6 @@ async def test_upgrade_from_0001_keeps_rows_and_makes_task_ids_per_user(
                     "created_time) VALUES ('f3', 's2', 't1', 'bob', 'up', 41)"
                 )
             )
-            # A rating needs the user's own task: carol has no "t1".
-            with pytest.raises(DBAPIError):
-                await conn.execute(
-                    text(
-                        "INSERT INTO feedback (id, session_id, task_id, user_id, rating, "
-                        "created_time) VALUES ('f4', 's1', 't1', 'carol', 'up', 42)"
-                    )
-                )
-            await conn.rollback()
             # Deleting alice's conversation takes her tasks and ratings, and no one else's.
             await conn.execute(text("DELETE FROM sessions WHERE id = 's1'"))
             await conn.commit()
@@ -301,6 +293,43 @@ async def test_upgrade_from_0001_keeps_rows_and_makes_task_ids_per_user(
             ("t2", "s2", "bob", '["b"]', 20, 20),
         ]
         assert [row[0] for row in after["feedback"]] == ["f2", "f3"]
+
+
+async def test_0004_drops_feedbacks_key_to_its_task_and_keeps_every_row(
+    backend: str, tmp_path: Path
+) -> None:
+    """Feedback's foreign key to its task goes (the store keeps the link); its key to
+    the conversation stays. Downgrading to 0003 puts it back; no row changes either way."""
+    async with fresh_engine(backend, tmp_path) as (_, engine):
+        await migrate(engine)
+        async with engine.connect() as conn:
+            await _insert_0001_rows(conn)
+            await conn.commit()
+        before = await _rows(engine)
+
+        def keys(connection: Connection) -> list[tuple[str, str, str | None]]:
+            found = _details(connection)["foreign_keys"]
+            return sorted((table, referred, ondelete) for table, _, referred, ondelete in found)
+
+        def to_0003(connection: Connection) -> None:
+            command.downgrade(alembic_config(connection), "0003")
+
+        async with engine.connect() as conn:
+            assert ("feedback", "chat_tasks", "CASCADE") not in await conn.run_sync(keys)
+            await conn.run_sync(to_0003)
+            await conn.commit()
+        assert await current_revision(engine) == "0003"
+        assert await _rows(engine) == before
+        async with engine.connect() as conn:
+            assert ("feedback", "chat_tasks", "CASCADE") in await conn.run_sync(keys)
+            assert ("feedback", "sessions", "CASCADE") in await conn.run_sync(keys)
+        assert await migrate(engine) is True
+        assert await _rows(engine) == before
+        async with engine.connect() as conn:
+            assert await conn.run_sync(keys) == [
+                ("chat_tasks", "sessions", "CASCADE"),
+                ("feedback", "sessions", "CASCADE"),
+            ]
 
 
 # One process: wait for the common start time (so all four race), migrate, and print

@@ -27,9 +27,9 @@ from starlette.applications import Starlette
 
 from agentsession import ConfigError, PruneReport, RetentionScheduler, prune
 from agentsession.config import AgentSessionConfig, RetentionConfig, load_config
-from agentsession.retention import LEASE_NAME
+from agentsession.retention import LEASE_NAME, next_batch_size
 from agentsession.service import SessionService, now_ms
-from agentsession.stores.base import FeedbackRecord, SessionRecord, TaskRecord
+from agentsession.stores.base import Cutoffs, FeedbackRecord, SessionRecord, TaskRecord
 from agentsession.stores.dynamodb import DynamoDBStore
 from agentsession.stores.memory import MemoryStore
 from agentsession.stores.redis import RedisStore
@@ -640,6 +640,65 @@ async def test_shutdown_while_a_batch_waits_for_a_lock_returns_within_a_second(
         assert left % batch == 0
 
 
+@pytest.mark.parametrize("limit", [100, 2], ids=["last-batch", "full-batch"])
+@pytest.mark.parametrize("network_sql", ["postgresql", "mysql"])
+async def test_a_rating_saved_while_its_task_is_pruned_goes_with_the_task(
+    network_sql: str, limit: int, tmp_path: Path
+) -> None:
+    """Feedback has no foreign key to its task: the store keeps the link.
+
+    The rating's statement is held after it has read its (old) task: another
+    transaction holds an uncommitted rating of the same task, so the upsert waits on
+    the unique key. The prune's batch then starts on that task. When the blocker rolls
+    back, the rating lands; the batch, which had to wait for the task's row lock, must
+    take it along: no feedback without its task is left.
+    """
+    async with fresh_database(network_sql, tmp_path) as url, sql_service(url) as service:
+        store = sql(service)
+        await add_session(store, "s-rated")
+        await add_old_tasks(store, 0, 3, session_id="s-rated")
+        now = now_ms()
+        rating = FeedbackRecord("f-racing", "s-rated", "task-0000001", USER, "up", None, now)
+        insert = text(
+            "INSERT INTO feedback (id, session_id, task_id, user_id, rating, created_time) "
+            f"VALUES ('f-blocker', 's-rated', 'task-0000001', '{USER}', 'down', {now})"
+        )
+        async with store.engine.connect() as raw:
+            blocker = await raw.execution_options(isolation_level="READ COMMITTED")
+            await blocker.begin()
+            await blocker.execute(insert)
+            saving = asyncio.create_task(store.save_feedback(rating, now))
+            await asyncio.sleep(0.5)
+            assert not saving.done()
+            cut = Cutoffs(now=now, tasks=now - DAY, feedback=None, idle=None)
+            pruning = asyncio.create_task(store.prune_batch("chat_tasks", cut, None, limit))
+            await asyncio.sleep(0.5)
+            assert not pruning.done()
+            await blocker.rollback()
+        assert await asyncio.wait_for(saving, 10) == rating
+        deleted, _ = await asyncio.wait_for(pruning, 10)
+        assert deleted == min(3, limit)
+        assert await count_tasks(store) == 3 - deleted
+        async with store.engine.connect() as connection:
+            left = (await connection.execute(select(feedback.c.id))).fetchall()
+        assert left == []
+
+
+async def test_a_rating_of_a_pruned_task_is_refused(sql_backend: str, tmp_path: Path) -> None:
+    """The other order: the task went first, so the rating finds nothing to rate."""
+    async with fresh_database(sql_backend, tmp_path) as url, sql_service(url) as service:
+        store = sql(service)
+        await add_session(store, "s-rated")
+        await add_old_tasks(store, 0, 2, session_id="s-rated")
+        now = now_ms()
+        cut = Cutoffs(now=now, tasks=now - DAY, feedback=None, idle=None)
+        assert await store.prune_batch("chat_tasks", cut, None, 100) == (2, None)
+        rating = FeedbackRecord("f-late", "s-rated", "task-0000001", USER, "up", None, now)
+        assert await store.save_feedback(rating, now) is None
+        async with store.engine.connect() as connection:
+            assert (await connection.execute(select(feedback.c.id))).fetchall() == []
+
+
 # The scheduler
 
 
@@ -789,3 +848,20 @@ def test_retention_is_exported() -> None:
     import agentsession
 
     assert {"PruneReport", "RetentionScheduler", "prune"} <= set(agentsession.__all__)
+
+
+@pytest.mark.parametrize(
+    ("size", "elapsed", "expected"),
+    [
+        (1000, 0.010, 1000),  # on pace or faster: as big as allowed
+        (1000, 0.040, 500),  # twice too slow: half
+        (1000, 0.025, 800),  # a little slow: a little smaller, not half
+        (1000, 1.000, 100),  # a stall: never below the smallest
+        (300, 0.005, 600),  # fast again: at most twice as big each time
+        (300, 0.0, 600),  # too fast to time
+    ],
+)
+def test_each_batch_is_sized_to_take_the_batch_time(
+    size: int, elapsed: float, expected: int
+) -> None:
+    assert next_batch_size(size, elapsed, 100, 1000) == expected

@@ -51,11 +51,24 @@ RENEW_SHARE = 4
 #: After each batch a run rests this many times as long as the batch took, so that it
 #: takes at most a quarter of the database's time from the app.
 BATCH_PAUSE = 3.0
-#: Seconds a batch should take: a slower one halves the next batch (down to
-#: ``MIN_BATCH`` rows), a much faster one doubles it (up to ``batch_size``), so that the
-#: app's statements never wait long behind one.
+#: Seconds a batch should take: the next batch is sized to take that long at the pace
+#: of the last one (``next_batch_size``), so that the app's statements never wait long
+#: behind one.
 BATCH_TIME = 0.02
 MIN_BATCH = 100
+
+
+def next_batch_size(size: int, elapsed: float, smallest: int, largest: int) -> int:
+    """The size of the batch after one of ``size`` rows that took ``elapsed`` seconds.
+
+    Sized to take ``BATCH_TIME`` at that pace, at most twice as big as the last, within
+    ``[smallest, largest]``. Proportional, not halving and doubling: one batch slowed by
+    a passing stall (a checkpoint, the app's burst) shrinks the next in proportion, and
+    the size comes back as soon as the batches are fast again.
+    """
+    aimed = size * 2 if elapsed <= 0 else int(size * BATCH_TIME / elapsed)
+    return max(smallest, min(largest, size * 2, aimed))
+
 
 #: ``on_batch(rule, rows)``: called after each batch (``rule`` is a ``RULES`` name).
 BatchCallback = Callable[[str, int], None]
@@ -296,10 +309,7 @@ class _Run:
                 self.on_batch(rule, deleted)
             if position is None:
                 return True
-            if elapsed > BATCH_TIME:
-                size = max(smallest, size // 2)
-            elif elapsed < BATCH_TIME / 4:
-                size = min(largest, size * 2)
+            size = next_batch_size(size, elapsed, smallest, largest)
             rest = self.pause * elapsed
             if rest > 0 and await _wait(self.stop, rest):
                 return False

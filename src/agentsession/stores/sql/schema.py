@@ -27,7 +27,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -152,6 +151,11 @@ def tables(prefix: str = "", schema: str | None = None) -> Tables:
         PrimaryKeyConstraint("id", "user_id"),
         **_MYSQL,
     )
+    # No foreign key to the task: one would fire a row trigger (PostgreSQL) or a
+    # cascade lookup (InnoDB) for every task deleted, half of a retention batch's cost.
+    # The store keeps the link instead: a rating locks its task while it is written
+    # (``FOR KEY SHARE`` / ``LOCK IN SHARE MODE``), and whatever deletes tasks deletes
+    # their feedback in the same transaction (migration 0004).
     feedback = Table(
         f"{p}feedback",
         metadata,
@@ -162,9 +166,6 @@ def tables(prefix: str = "", schema: str | None = None) -> Tables:
         Column("rating", String(8), nullable=False),
         Column("comment", _LONG_TEXT),
         Column("created_time", BigInteger, nullable=False),
-        ForeignKeyConstraint(
-            ["task_id", "user_id"], [chat_tasks.c.id, chat_tasks.c.user_id], ondelete="CASCADE"
-        ),
         UniqueConstraint("task_id", "user_id"),
         Index(f"ix_{p}feedback_created_time", "created_time"),
         Index(f"ix_{p}feedback_user_id_created_time_id", "user_id", "created_time", "id"),

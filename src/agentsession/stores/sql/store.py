@@ -12,6 +12,7 @@ to say which it was.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
@@ -65,7 +66,9 @@ from agentsession.stores.sql.prune import (
     delete_batch,
     delete_ids,
     delete_range,
+    delete_tasks,
     idle_window,
+    orphaned_feedback,
     select_batch,
 )
 from agentsession.stores.sql.schema import tables
@@ -435,6 +438,13 @@ class SqlStore:
                 self._owned(record.user_id, record.session_id, now),
             )
         )
+        # The task's row is locked while the rating is written (feedback has no foreign
+        # key to it): a retention batch deleting the task either waits for this rating
+        # and deletes it too, or goes first and this finds no task.
+        if self.dialect == "postgresql":
+            source = source.with_for_update(key_share=True, of=self.chat_tasks)
+        elif self.dialect == "mysql":
+            source = source.with_for_update(read=True)
         names = [column.name for column in self._feedback_columns]
         replace = ("id", "session_id", "rating", "comment", "created_time")
         statement: Executable
@@ -492,6 +502,10 @@ class SqlStore:
                 return deleted, None
             return deleted, (int(candidates[-1][1]), str(candidates[-1][0]))
         after = cast("int | None", position)
+        if rule == "chat_tasks":
+            return await self._transaction(
+                lambda connection: self._prune_tasks_in(connection, cut, after, limit)
+            )
         if self.dialect == "mysql":
             # MySQL cannot LIMIT a subquery: find the batch's last key, delete the range.
             found = await self._rows(boundary_query(self.tables, rule, cut, after, limit))
@@ -512,6 +526,55 @@ class SqlStore:
         if deleted < limit:
             return deleted, None
         return deleted, after if last is None else int(last)
+
+    async def _prune_tasks_in(
+        self, connection: AsyncConnection, cut: Cutoffs, after: int | None, limit: int
+    ) -> tuple[int, int | None]:
+        """One chat-task batch and its feedback, inside ``_transaction`` (see ``prune``)."""
+        t, rule = self.tables, "chat_tasks"
+        if self.dialect == "postgresql":
+            # The batch's COMMIT does not wait for its WAL to reach the disk (the WAL
+            # writer flushes it within moments): a crash may undo the last batches, each
+            # still whole and in order, and the next run deletes those rows again. On
+            # the benchmark machine this halved the longest batch and the app's p99.
+            await connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        rows: Sequence[Any] = ()
+        ids: list[str] = []
+        position: int | None = None
+        if self.dialect == "postgresql":
+            statement = delete_tasks(t, self.dialect, cut, after, limit)
+            count, last, gone = (await connection.execute(statement)).one()
+            deleted, ids = int(count), list(gone or ())
+            if deleted == limit:
+                position = int(last)
+        elif self.dialect == "sqlite":
+            statement = delete_tasks(t, self.dialect, cut, after, limit)
+            rows = (await connection.execute(statement)).all()
+            deleted = len(rows)
+            if deleted == limit:
+                position = max(int(row[1]) for row in rows)
+        elif connection.dialect.delete_returning and (
+            found := (await connection.execute(boundary_query(t, rule, cut, after, limit))).all()
+        ):
+            # MariaDB: the batch's key range, deleted with RETURNING (as other rules).
+            position = int(found[0][0])
+            statement = delete_range(t, rule, cut, after, position, limit, returning=True)
+            rows = (await connection.execute(statement)).all()
+            deleted = len(rows)
+        else:
+            # MySQL (no DELETE ... RETURNING), or the last, short batch: lock the
+            # batch's rows, then delete them by id.
+            query = select_batch(t, rule, cut, after, limit).with_for_update()
+            rows = (await connection.execute(query)).all()
+            if not rows:
+                return 0, None
+            deleted = (await connection.execute(delete_ids(t, rule, cut, rows))).rowcount
+            if len(rows) == limit:
+                position = max(int(row[1]) for row in rows)
+        ids = ids or [str(row[0]) for row in rows]
+        if ids:
+            await connection.execute(orphaned_feedback(t, self.dialect, ids))
+        return deleted, position
 
     async def count_prunable(self, rule: str, cut: Cutoffs) -> int:
         """How many rows ``rule`` would delete (one COUNT query)."""
@@ -608,10 +671,24 @@ class SqlStore:
                 row[0] for row in await self._rows(erase_keys(self.tables, name, user_id, limit))
             ]
             if keys:
-                deleted = await self._rowcount(erase_statement(self.tables, name, user_id, keys))
+                statement = erase_statement(self.tables, name, user_id, keys)
+                if name == "chat_tasks":
+                    # Their feedback goes in the same transaction (no foreign key does it).
+                    deleted = await self._transaction(
+                        functools.partial(self._erase_tasks_in, statement=statement, keys=keys)
+                    )
+                else:
+                    deleted = await self._rowcount(statement)
                 if deleted:
                     return deleted
         return 0
+
+    async def _erase_tasks_in(
+        self, connection: AsyncConnection, *, statement: Executable, keys: Sequence[str]
+    ) -> int:
+        deleted = (await connection.execute(statement)).rowcount
+        await connection.execute(orphaned_feedback(self.tables, self.dialect, sorted(keys)))
+        return int(deleted)
 
     # Execution: one statement per connection checkout, errors translated.
 
