@@ -36,7 +36,7 @@ backstop. Items are limited to 400 KB by DynamoDB: one conversation's state, one
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agentsession.config import check_table_name
@@ -116,6 +116,16 @@ def _kept(item: Item | None) -> bool:
 
 def _failed(reason: dict[str, Any]) -> bool:
     return reason.get("Code") == _CCF
+
+
+@contextlib.asynccontextmanager
+async def _named(field: str, what: str) -> AsyncIterator[None]:
+    """An item over DynamoDB's size limit, as ``InvalidInput`` naming the caller's field
+    (a decorator of the store's write methods)."""
+    try:
+        yield
+    except ItemTooLarge:
+        raise InvalidInput(field, f"{what} is over DynamoDB's 400 KB limit for one item") from None
 
 
 class DynamoDBStore:
@@ -332,22 +342,8 @@ class DynamoDBStore:
             return None
         return str(item["st"]["S"]), int(item["v"]["N"])
 
+    @_named("state", "the conversation with its state")
     async def write_state(
-        self,
-        user_id: str,
-        session_id: str,
-        now: int,
-        expires_at: int | None,
-        state_json: str,
-        version: int,
-    ) -> bool | None:
-        """One ``UpdateItem`` conditioned on the conversation being live at ``version``."""
-        with _named("state", "the conversation with its state"):
-            return await self._write_state(
-                user_id, session_id, now, expires_at, state_json, version
-            )
-
-    async def _write_state(
         self,
         user_id: str,
         session_id: str,
@@ -380,13 +376,8 @@ class DynamoDBStore:
 
     # Chat tasks
 
+    @_named("message_bubbles", "the chat task")
     async def save_task(self, record: TaskRecord, touch: Touch | None = None) -> TaskRecord | None:
-        """One transaction: the task (new, or the user's in this conversation) and the
-        conversation's touch, conditioned on the conversation being live."""
-        with _named("message_bubbles", "the chat task"):
-            return await self._save_task(record, touch)
-
-    async def _save_task(self, record: TaskRecord, touch: Touch | None = None) -> TaskRecord | None:
         """One transaction: the task (new, or the user's in this conversation) and the
         conversation's touch, conditioned on the conversation being live."""
         now = record.updated_time
@@ -557,13 +548,8 @@ class DynamoDBStore:
 
     # Feedback
 
+    @_named("comment", "the feedback")
     async def save_feedback(self, record: FeedbackRecord, now: int) -> FeedbackRecord | None:
-        """One transaction: the conversation is live, the task is the user's in it, and
-        the feedback item (one per user and task) is written."""
-        with _named("comment", "the feedback"):
-            return await self._save_feedback(record, now)
-
-    async def _save_feedback(self, record: FeedbackRecord, now: int) -> FeedbackRecord | None:
         """One transaction: the conversation is live, the task is the user's in it, and
         the feedback item (one per user and task) is written."""
         partition = user_pk(record.user_id)
@@ -702,15 +688,6 @@ class DynamoDBStore:
         if not item:
             return None
         return Holder(str(item["ow"]["S"]), int(item["ex"]["N"]))
-
-
-@contextlib.contextmanager
-def _named(field: str, what: str) -> Iterator[None]:
-    """An item over DynamoDB's size limit, as ``InvalidInput`` naming the caller's field."""
-    try:
-        yield
-    except ItemTooLarge:
-        raise InvalidInput(field, f"{what} is over DynamoDB's 400 KB limit for one item") from None
 
 
 class _Update:

@@ -538,8 +538,6 @@ class SqlStore:
             # still whole and in order, and the next run deletes those rows again. On
             # the benchmark machine this halved the longest batch and the app's p99.
             await connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
-        rows: Sequence[Any] = ()
-        ids: list[str] = []
         position: int | None = None
         if self.dialect == "postgresql":
             statement = delete_tasks(t, self.dialect, cut, after, limit)
@@ -550,7 +548,7 @@ class SqlStore:
         elif self.dialect == "sqlite":
             statement = delete_tasks(t, self.dialect, cut, after, limit)
             rows = (await connection.execute(statement)).all()
-            deleted = len(rows)
+            deleted, ids = len(rows), [str(row[0]) for row in rows]
             if deleted == limit:
                 position = max(int(row[1]) for row in rows)
         elif connection.dialect.delete_returning and (
@@ -560,7 +558,7 @@ class SqlStore:
             position = int(found[0][0])
             statement = delete_range(t, rule, cut, after, position, limit, returning=True)
             rows = (await connection.execute(statement)).all()
-            deleted = len(rows)
+            deleted, ids = len(rows), [str(row[0]) for row in rows]
         else:
             # MySQL (no DELETE ... RETURNING), or the last, short batch: lock the
             # batch's rows, then delete them by id.
@@ -569,9 +567,9 @@ class SqlStore:
             if not rows:
                 return 0, None
             deleted = (await connection.execute(delete_ids(t, rule, cut, rows))).rowcount
+            ids = [str(row[0]) for row in rows]
             if len(rows) == limit:
                 position = max(int(row[1]) for row in rows)
-        ids = ids or [str(row[0]) for row in rows]
         if ids:
             await connection.execute(orphaned_feedback(t, self.dialect, ids))
         return deleted, position
