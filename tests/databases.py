@@ -265,3 +265,16 @@ def statements(service: SessionService) -> Iterator[list[str]]:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+async def prune_all(store: Any, rule: str, cut: Any, batch: int) -> tuple[int, int]:
+    """Run ``rule``'s batches of ``batch`` rows until the store says it is done:
+    ``(rows deleted, batches)``; no batch may delete more than ``batch``."""
+    deleted, batches, position = 0, 0, None
+    while True:
+        count, position = await store.prune_batch(rule, cut, position, batch)
+        assert count <= batch
+        deleted += count
+        batches += 1
+        if position is None:
+            return deleted, batches

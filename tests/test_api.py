@@ -1,8 +1,8 @@
 """The HTTP API (sessions_router) on every backend, through httpx's ASGI transport.
 
-Every route, pagination, the web session (current / switch / extend), isolation between
-users (cookie jars and an auth layer's ``request.state.user``), a token client without
-cookies, concurrent upserts of one task, and the error mapping.
+Every route, pagination, search and pins, the web session (current / switch / extend),
+isolation between users (cookie jars and an auth layer's ``request.state.user``), a
+token client without cookies, concurrent upserts of one task, and the error mapping.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agentsession import SessionMiddleware, SessionService, sessions_router
 from agentsession.cookie.codec import CookieCodec
+from agentsession.service import encode_cursor
 from tests.apps import SECRET, client_for, middleware_of
 from tests.databases import behind_proxy, sql_service, statements
 
@@ -120,6 +121,7 @@ async def test_a_conversation_from_start_to_end(alice: httpx.AsyncClient) -> Non
     assert created["agentId"] == "planner"
     assert created["createdTime"] == created["updatedTime"] > 0
     assert created["lastViewedAt"] is None
+    assert created["pinned"] is False
     session_id = created["id"]
     current = await ok(alice.get("/session/current"))
     assert current["sessionId"] == session_id, "POST /sessions makes it current"
@@ -387,6 +389,7 @@ async def assert_isolated(
     attempts = [
         other.get(base),
         other.patch(base, json={"name": "stolen"}),
+        other.patch(base, json={"pinned": True}),
         other.delete(base),
         other.get(f"{base}/chat-tasks"),
         other.post(f"{base}/chat-tasks", json={"taskId": secret, "messageBubbles": []}),
@@ -399,6 +402,9 @@ async def assert_isolated(
     assert (await ok(other.get("/feedback", params={"sessionId": conversation})))["data"] == []
     assert (await ok(other.get("/feedback", params={"taskId": secret})))["data"] == []
     assert (await ok(other.get("/sessions")))["data"] == []
+    assert (await ok(other.get("/sessions", params={"pinned": "false"})))["data"] == []
+    for words in ("mine", "private", "x"):
+        assert (await ok(other.get("/search", params={"q": words})))["data"] == []
     assert (await ok(other.get("/session/current")))["sessionId"] is None
 
     # Task ids are per user: the same id in other's own conversation is other's own task
@@ -541,6 +547,185 @@ async def test_concurrent_saves_of_one_task_leave_one_row(
     assert [task.id for task in page.items] == [same]
     (row,) = page.items
     assert row.message_bubbles == [int(row.user_message[1:])], "one whole write won"
+
+
+# Search
+
+
+def found(page: Any) -> list[tuple[str, str | None]]:
+    """A page of search results as (conversation, task) pairs, in order."""
+    return [(result["sessionId"], result["taskId"]) for result in page["data"]]
+
+
+def marked(result: dict[str, Any]) -> list[str]:
+    """The words a result's snippet marks as matched."""
+    return [part["text"] for part in result["snippet"] if part["match"]]
+
+
+async def save(client: httpx.AsyncClient, conversation: str, message: str, *bubbles: Any) -> str:
+    """Save a chat task with ``message`` and ``bubbles`` in ``conversation``; its id."""
+    task = {"taskId": unique("t"), "userMessage": message, "messageBubbles": list(bubbles)}
+    return str((await ok(client.post(f"/sessions/{conversation}/chat-tasks", json=task)))["taskId"])
+
+
+async def test_search_finds_messages_bubbles_and_names(alice: httpx.AsyncClient) -> None:
+    trip = (await ok(alice.post("/sessions", json={"name": "Trip to Lyon"}), 201))["id"]
+    groceries = (await ok(alice.post("/sessions", json={"name": "Groceries"}), 201))["id"]
+    asked = await save(alice, trip, "Where to eat in Lyon?", {"type": "text", "text": "A bouchon."})
+    bread = await save(alice, groceries, "Buy bread", "and <b>butter</b> from the bouchonnerie")
+
+    page = await ok(alice.get("/search", params={"q": "lyon"}))
+    assert found(page) == [(trip, None), (trip, asked)], "the name match first"
+    name_match, task_match = page["data"]
+    assert set(name_match) == {"sessionId", "sessionName", "taskId", "snippet", "rank", "time"}
+    assert name_match["sessionName"] == task_match["sessionName"] == "Trip to Lyon"
+    assert name_match["snippet"] == [
+        {"text": "Trip to ", "match": False},
+        {"text": "Lyon", "match": True},
+    ]
+    assert (
+        "".join(part["text"] for part in task_match["snippet"])
+        == "Where to eat in Lyon? A bouchon."
+    )
+    assert marked(task_match) == ["Lyon"]
+    assert isinstance(task_match["rank"], int | float)
+    conversation = await ok(alice.get(f"/sessions/{trip}"))
+    assert name_match["time"] == conversation["updatedTime"]
+    history = await ok(alice.get(f"/sessions/{trip}/chat-tasks"))
+    assert task_match["time"] == history["data"][0]["createdTime"]
+
+    # A bubble's text, by the start of a word; the bubble's "type" is not text.
+    bouchon = await ok(alice.get("/search", params={"q": "BOUCHON"}))
+    assert sorted(found(bouchon)) == sorted([(trip, asked), (groceries, bread)])
+    assert sorted(w for r in bouchon["data"] for w in marked(r)) == ["bouchon", "bouchonnerie"]
+    butter = await ok(alice.get("/search", params={"q": "butter"}))
+    assert found(butter) == [(groceries, bread)]
+    assert "<b>" in "".join(p["text"] for p in butter["data"][0]["snippet"]), "text, as it is"
+    assert (await ok(alice.get("/search", params={"q": "text"})))["data"] == []
+    # Every word is required; quotes, operators and SQL are text.
+    assert found(await ok(alice.get("/search", params={"q": "lyon eat"}))) == [(trip, asked)]
+    assert (await ok(alice.get("/search", params={"q": "lyon bread"})))["data"] == []
+    for hostile in ('"lyon" OR 1=1; --', "lyon*", "-lyon", "lyon' AND '1'='1", "lyon)"):
+        page = await ok(alice.get("/search", params={"q": hostile}))
+        assert set(found(page)) <= {(trip, None), (trip, asked)}, hostile
+    assert (await ok(alice.get("/search", params={"q": "リヨン"})))["data"] == []
+
+
+async def test_search_pages_have_no_repeats(alice: httpx.AsyncClient) -> None:
+    conversation = (await ok(alice.post("/sessions", json={"name": "alpha notes"}), 201))["id"]
+    tasks = [
+        await save(alice, conversation, f"alpha number {i}", "alpha " * (i % 3)) for i in range(7)
+    ]
+    whole = await ok(alice.get("/search", params={"q": "alpha", "limit": "100"}))
+    assert whole["meta"]["nextCursor"] is None
+    assert found(whole)[0] == (conversation, None)
+    assert sorted(task for _, task in found(whole)[1:]) == sorted(tasks)
+    ranks = [result["rank"] for result in whole["data"][1:]]
+    assert ranks == sorted(ranks, reverse=True), "more repeats first"
+    paged: list[tuple[str, str | None]] = []
+    cursor: str | None = None
+    while True:
+        params = {"q": "alpha", "limit": "3", **({"cursor": cursor} if cursor else {})}
+        page = await ok(alice.get("/search", params=params))
+        assert len(page["data"]) <= 3
+        paged += found(page)
+        cursor = page["meta"]["nextCursor"]
+        if cursor is None:
+            break
+    assert paged == found(whole), "the same results, in the same order, none twice"
+
+
+async def test_search_is_of_your_own_rows_only(
+    alice: httpx.AsyncClient, bob: httpx.AsyncClient
+) -> None:
+    text = f"zanzibar {unique('w')}"
+    mine = (await ok(alice.post("/sessions", json={"name": text}), 201))["id"]
+    theirs = (await ok(bob.post("/sessions", json={"name": text}), 201))["id"]
+    await save(alice, mine, text, text)
+    await save(bob, theirs, text, text)
+    for client, own in ((alice, mine), (bob, theirs)):
+        page = await ok(client.get("/search", params={"q": "zanzibar"}))
+        assert len(page["data"]) == 2
+        assert {result["sessionId"] for result in page["data"]} == {own}
+
+
+async def test_search_refuses_bad_input_naming_the_field(alice: httpx.AsyncClient) -> None:
+    cases = [
+        ({}, "q"),
+        ({"q": ""}, "q"),
+        ({"q": "   "}, "q"),
+        ({"q": '!?*"-'}, "q"),
+        ({"q": "_"}, "q"),
+        ({"q": "a\u0000b"}, "q"),
+        ({"q": "x" * 257}, "q"),
+        ({"q": "ok", "limit": "0"}, "limit"),
+        ({"q": "ok", "limit": "101"}, "limit"),
+        ({"q": "ok", "cursor": "not-a-cursor"}, "cursor"),
+        ({"q": "ok", "cursor": encode_cursor((1, "a"))}, "cursor"),  # a list's, not a search's
+    ]
+    for params, field in cases:
+        error_of(await alice.get("/search", params=params), 422, "invalid_input", field)
+    assert (await ok(alice.get("/search", params={"q": "x" * 256})))["data"] == []
+    unknown = await ok(alice.get("/search", params={"q": "ok", "other": "1"}))
+    assert unknown["data"] == [], "unknown query parameters are ignored, as on every route"
+
+
+# Pins
+
+
+async def test_pin_unpin_and_list_by_pin(alice: httpx.AsyncClient) -> None:
+    def listed(page: Any) -> list[str]:
+        return [item["id"] for item in page["data"]]
+
+    ids = [(await ok(alice.post("/sessions", json={"name": f"c{i}"}), 201))["id"] for i in range(3)]
+    order = listed(await ok(alice.get("/sessions")))  # newest first (ids break ties)
+    before = await ok(alice.get(f"/sessions/{ids[0]}"))
+    pinned = await ok(alice.patch(f"/sessions/{ids[0]}", json={"pinned": True}))
+    assert pinned["pinned"] is True
+    assert pinned["name"] == "c0", "the name stays"
+    assert pinned["updatedTime"] == before["updatedTime"], "pinning is not an update"
+    assert (await ok(alice.get(f"/sessions/{ids[0]}")))["pinned"] is True
+
+    unpinned = [item for item in order if item != ids[0]]
+    assert listed(await ok(alice.get("/sessions", params={"pinned": "true"}))) == [ids[0]]
+    assert listed(await ok(alice.get("/sessions", params={"pinned": "false"}))) == unpinned
+    everything = await ok(alice.get("/sessions"))
+    assert listed(everything) == order, "unfiltered: the usual order"
+    assert [item["pinned"] for item in everything["data"]] == [i == ids[0] for i in order]
+    # Paged through the filter: a cursor of the filtered list goes on in it.
+    first = await ok(alice.get("/sessions", params={"pinned": "false", "limit": "1"}))
+    params = {"pinned": "false", "cursor": first["meta"]["nextCursor"]}
+    assert listed(first) + listed(await ok(alice.get("/sessions", params=params))) == unpinned
+
+    # Name and pin in one body: both applied.
+    both = await ok(alice.patch(f"/sessions/{ids[1]}", json={"name": "renamed", "pinned": True}))
+    assert (both["name"], both["pinned"]) == ("renamed", True)
+    both = await ok(alice.patch(f"/sessions/{ids[0]}", json={"name": None, "pinned": False}))
+    assert (both["name"], both["pinned"]) == (None, False)
+    assert listed(await ok(alice.get("/sessions", params={"pinned": "true"}))) == [ids[1]]
+    renamed = await ok(alice.patch(f"/sessions/{ids[1]}", json={"name": "again"}))
+    assert renamed["pinned"] is True, "a rename keeps the pin"
+
+
+async def test_pin_refuses_bad_input_naming_the_field(alice: httpx.AsyncClient) -> None:
+    conversation = (await ok(alice.post("/sessions", json={"name": "keep"}), 201))["id"]
+    base = f"/sessions/{conversation}"
+    for body, field in [
+        ({"pinned": "true"}, "pinned"),
+        ({"pinned": 1}, "pinned"),
+        ({"pinned": None}, "pinned"),
+        ({"name": "new", "pinned": "yes"}, "pinned"),
+        ({"name": 5, "pinned": True}, "name"),
+        ({"name": "n" * 256, "pinned": True}, "name"),
+        ({}, "name"),
+        ({"pined": True}, "pined"),
+    ]:
+        error_of(await alice.patch(base, json=body), 422, "invalid_input", field)
+    for value in ("yes", "1", "", "TRUE", "true "):
+        response = await alice.get("/sessions", params={"pinned": value})
+        error_of(response, 422, "invalid_input", "pinned")
+    after = await ok(alice.get(base))
+    assert (after["name"], after["pinned"]) == ("keep", False), "nothing was written"
 
 
 # Errors
@@ -703,6 +888,16 @@ async def test_routes_cost_one_statement_each(fresh_url: str) -> None:
                 (client.post("/sessions", json={"name": "n"}), 1),
                 (client.get(f"/sessions/{conversation}"), 1),
                 (client.patch(f"/sessions/{conversation}", json={"name": "m"}), update_then_read),
+                (
+                    client.patch(f"/sessions/{conversation}", json={"pinned": True}),
+                    update_then_read,
+                ),
+                (  # a rename and a pin: one write
+                    client.patch(f"/sessions/{conversation}", json={"name": "p", "pinned": False}),
+                    update_then_read,
+                ),
+                (client.get("/sessions", params={"pinned": "true"}), 1),
+                (client.get("/search", params={"q": "m"}), 1),
                 (client.get(f"/sessions/{conversation}/chat-tasks"), 1),
                 (
                     client.post(f"/sessions/{conversation}/chat-tasks", json=task),

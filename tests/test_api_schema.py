@@ -39,7 +39,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from agentsession import SessionMiddleware, SessionService, sessions_router
-from agentsession.openapi import openapi_document
+from agentsession.openapi import SCHEMAS, openapi_document
+from agentsession.search import MAX_QUERY_LENGTH
 from agentsession.stores.memory import MemoryStore
 from tests.apps import SECRET, Chunks
 from tests.databases import sql_service
@@ -119,7 +120,11 @@ class Seeds:
             "POST",
             headers=owner,
             path_parameters={"sessionId": self.session_id},
-            body={"taskId": self.task_id, "messageBubbles": [{"text": "hi"}]},
+            body={
+                "taskId": self.task_id,
+                "userMessage": "a seeded question",
+                "messageBubbles": [{"text": "hi"}],
+            },
         )
         self._call(
             "/feedback",
@@ -137,7 +142,8 @@ class Seeds:
         # Only where the generated data is valid: an invalid case must stay invalid
         # (schemathesis expects it refused).
         if existing and not case.meta.generation.mode.is_negative:
-            ids = {"sessionId": self.session_id, "taskId": self.task_id}
+            # "seeded" finds the conversation's name and its task's message.
+            ids = {"sessionId": self.session_id, "taskId": self.task_id, "q": "seeded"}
             if "sessionId" in case.path_parameters:
                 case.path_parameters["sessionId"] = self.session_id
             for container in (case.query, case.body):
@@ -250,8 +256,10 @@ def test_starlette_app_conforms(case: Any, starlette_api: Any) -> None:
     call_and_validate(case, starlette_api)
 
 
-#: Values the description cannot pin down: an opaque cursor, dates in any ISO 8601 form.
-FREE_FORM = frozenset({"cursor", "since", "until"})
+#: Values the description cannot pin down: an opaque cursor, dates in any ISO 8601 form,
+#: a search query with no letter or digit (JSON Schema's ``\W`` is ASCII-only in
+#: ECMA-262, so no pattern says "a Unicode letter or digit" to every validator).
+FREE_FORM = frozenset({"cursor", "since", "until", "q"})
 
 #: Operations whose description allows values the route refuses (none left; an entry
 #: here excludes an operation from ``test_valid_requests_are_accepted``).
@@ -364,6 +372,65 @@ def test_documents_are_independent() -> None:
         limit["description"] = original
 
 
+def test_search_and_pins_are_described() -> None:
+    """``GET /search`` and its named schemas, ``pinned`` on a conversation, in its PATCH
+    body and as the list's filter; FastAPI's document names the same schemas."""
+    document = openapi_document(PREFIX)
+    search = document["paths"][PREFIX + "/search"]["get"]
+    assert search["operationId"] == "search"
+    assert [(p["name"], p["required"]) for p in search["parameters"]] == [
+        ("q", True),
+        ("limit", False),
+        ("cursor", False),
+    ]
+    assert search["parameters"][0]["schema"] == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_QUERY_LENGTH,
+    }
+    assert set(search["responses"]) == {"200", "401", "422", "503"}
+    page = search["responses"]["200"]["content"]["application/json"]["schema"]
+    assert page == {"$ref": "#/components/schemas/SearchResultPage"}
+    schemas = document["components"]["schemas"]
+    assert schemas["SearchResultPage"]["properties"]["data"]["items"] == {
+        "$ref": "#/components/schemas/SearchResult"
+    }
+    result = schemas["SearchResult"]
+    assert (
+        set(result["required"])
+        == set(result["properties"])
+        == {
+            "sessionId",
+            "sessionName",
+            "taskId",
+            "snippet",
+            "rank",
+            "time",
+        }
+    )
+    assert result["properties"]["snippet"]["items"] == {"$ref": "#/components/schemas/SnippetPart"}
+    assert schemas["SnippetPart"]["properties"]["match"]["type"] == "boolean"
+
+    conversation = schemas["Conversation"]
+    assert conversation["properties"]["pinned"]["type"] == "boolean"
+    assert "pinned" in conversation["required"]
+    patch = document["paths"][PREFIX + "/sessions/{sessionId}"]["patch"]["requestBody"]
+    assert patch["required"] is True
+    body = patch["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == {"name", "pinned"}
+    assert (body["minProperties"], body["additionalProperties"], "required" in body) == (
+        1,
+        False,
+        False,
+    )
+    listing = document["paths"][PREFIX + "/sessions"]["get"]["parameters"]
+    assert [p["schema"] for p in listing if p["name"] == "pinned"] == [{"type": "boolean"}]
+
+    served = FASTAPI_DOCUMENT["components"]["schemas"]
+    for name in ("SearchResult", "SnippetPart", "SearchResultPage", "Conversation"):
+        assert served[name] == SCHEMAS[name], name
+
+
 # What schemathesis does not send
 
 
@@ -427,6 +494,7 @@ def assert_error(response: httpx.Response, status: int, code: str, field: str) -
 BODY_ROUTES = [
     pytest.param("POST", "/sessions", {"name": "n"}, id="create"),
     pytest.param("PATCH", "/sessions/{id}", {"name": "n"}, id="rename"),
+    pytest.param("PATCH", "/sessions/{id}", {"pinned": True}, id="pin"),
     pytest.param(
         "POST", "/sessions/{id}/chat-tasks", {"taskId": "t", "messageBubbles": []}, id="task"
     ),
@@ -564,14 +632,19 @@ async def test_default_limit_is_one_mebibyte(make_app: MakeApp) -> None:
         assert_error(response, 413, "body_too_large", "body")
 
 
-LIST_ROUTES = ["/sessions", "/sessions/{id}/chat-tasks", "/feedback"]
+LIST_ROUTES = ["/sessions", "/sessions/{id}/chat-tasks", "/feedback", "/search?q=mine"]
+
+
+def with_limit(url: str, limit: str) -> httpx.URL:
+    """``url`` with ``limit`` added to its query (httpx's ``params`` would replace it)."""
+    return httpx.URL(url).copy_merge_params({"limit": limit})
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("path", LIST_ROUTES)
 @pytest.mark.parametrize("limit", ["0", "abc", "101", "-1", "1.5", "", " 5", "\uff15", "9" * 30])
 async def test_limit_out_of_range(browser: Browser, path: str, limit: str) -> None:
-    response = await browser.http.get(browser.url(path), params={"limit": limit})
+    response = await browser.http.get(with_limit(browser.url(path), limit))
     assert_error(response, 422, "invalid_input", "limit")
 
 
@@ -579,7 +652,7 @@ async def test_limit_out_of_range(browser: Browser, path: str, limit: str) -> No
 @pytest.mark.parametrize("path", LIST_ROUTES)
 @pytest.mark.parametrize("limit", ["1", "100"])
 async def test_limit_in_range(browser: Browser, path: str, limit: str) -> None:
-    response = await browser.http.get(browser.url(path), params={"limit": limit})
+    response = await browser.http.get(with_limit(browser.url(path), limit))
     assert response.status_code == 200, response.text
 
 
@@ -698,12 +771,16 @@ def gap(*values: Any, name: str) -> Any:
         gap("GET", "/feedback", "query", "taskId", "", name="feedback-taskId-empty"),
         gap("GET", "/feedback", "query", "taskId", LONG, name="feedback-taskId-256"),
         gap("GET", "/sessions/{id}", "path", "sessionId", LONG, name="get-256"),
+        gap("GET", "/search", "query", "q", "", name="search-empty"),
+        gap("GET", "/search", "query", "q", "q" * 257, name="search-257"),
+        gap("GET", "/sessions", "query", "pinned", "yes", name="list-pinned-yes"),
         # Refused and described as invalid, or accepted:
         pytest.param("POST", "/sessions", "body", "agentId", LONG, id="create-agentId-256"),
         pytest.param("POST", "/sessions", "body", "name", "", id="create-name-empty"),
         pytest.param("POST", "/feedback", "body", "taskId", "", id="rate-taskId-empty"),
         pytest.param("POST", "/feedback", "body", "sessionId", LONG, id="rate-sessionId-256"),
         pytest.param("POST", "/sessions/{id}/chat-tasks", "body", "taskId", LONG, id="task-256"),
+        pytest.param("GET", "/search", "query", "q", LONG, id="search-256"),
     ],
 )
 async def test_refused_values_are_described(

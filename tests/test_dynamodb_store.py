@@ -11,6 +11,10 @@ the tests' DynamoDB Local (``tests/dynamodb_local.py``), a new table per test:
   nothing; a table of that name with another layout is refused, unchanged; ``stats``
   refuses, ``prune`` works;
 * the requests each call makes, counted;
+* search reads the user's own partition with ``Query`` (never a ``Scan``), page after
+  page, and agrees with the memory store;
+* the task rule keeps a pinned conversation's tasks, also one pinned after the batch
+  read them (its transaction's guard); a pin leaves DynamoDB's TTL attribute as it is;
 * retention batches (conditional transactions of up to 100 actions) and the dry-run
   counts agree with the memory store's; DynamoDB's own TTL deletion is survived;
 * failures are classified: unreachable, bad credentials, no table.
@@ -24,6 +28,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoRegionError
@@ -33,15 +38,27 @@ from agentsession.common import now_ms
 from agentsession.config import RetentionConfig, ServiceConfig, config_from_mapping
 from agentsession.errors import ConfigError, InvalidInput, StoreMisconfigured, StoreUnavailable
 from agentsession.retention import prune
+from agentsession.search import parse_query
 from agentsession.service import SessionService
-from agentsession.stores.base import RULES, Cutoffs, SessionRecord, TaskRecord, Touch
+from agentsession.stores.base import (
+    RULES,
+    Cutoffs,
+    FeedbackRecord,
+    SearchHit,
+    SearchQuery,
+    SessionRecord,
+    TaskRecord,
+    Touch,
+)
 from agentsession.stores.dynamodb import DynamoDBStore
+from agentsession.stores.dynamodb import retention as retention_module
+from agentsession.stores.dynamodb import search as search_module
 from agentsession.stores.dynamodb.errors import translate
 from agentsession.stores.dynamodb.layout import TTL_GRACE_SECONDS, sortable
 from agentsession.stores.dynamodb.table import definition
 from agentsession.stores.memory import MemoryStore
 from tests.conftest import new_user
-from tests.databases import dynamodb_dump, dynamodb_service, dynamodb_table
+from tests.databases import dynamodb_dump, dynamodb_service, dynamodb_table, prune_all
 from tests.dynamodb_local import shared_endpoint
 from tests.test_redis_store import DAY, population
 from tests.test_redis_store import everything as redis_everything
@@ -231,6 +248,15 @@ async def test_requests_per_call(service: SessionService) -> None:
         "save_task (new)": await count(store.save_task(task, Touch(None))),
         "save_task (again)": await count(store.save_task(task, Touch(None))),
         "list_tasks (last page)": await count(store.list_tasks(user, record.id, now, 20, None)),
+        "update_session (pin)": await count(
+            store.update_session(user, record.id, now, None, pinned=True)
+        ),
+        "list_sessions (pinned)": await count(
+            store.list_sessions(user, now, 20, None, pinned=True)
+        ),
+        "search (a small user)": await count(
+            store.search(user, SearchQuery("hi", ("hi",)), now, 20, None)
+        ),
     }
     for n in range(2, 5):
         await store.save_task(TaskRecord(f"t{n}", record.id, user, None, [], None, now, now))
@@ -249,8 +275,174 @@ async def test_requests_per_call(service: SessionService) -> None:
         "save_task (again)": 2,
         "list_tasks (last page)": 1,
         "list_tasks (more after it)": 2,
+        "update_session (pin)": 1,
+        "list_sessions (pinned)": 1,
+        "search (a small user)": 2,  # the live conversations, then the tasks
     }
     assert await count(store.ping()) == 1
+
+
+# Search and pins
+
+
+class Requests:
+    """Records every request of a store's connection: ``(operation, params)``."""
+
+    def __init__(self, store: DynamoDBStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.made: list[tuple[str, dict[str, Any]]] = []
+        request = store.connection.request
+
+        async def recording(operation: str, **params: Any) -> dict[str, Any]:
+            self.made.append((operation, params))
+            return await request(operation, **params)
+
+        monkeypatch.setattr(store.connection, "request", recording)
+
+
+async def test_search_queries_only_the_users_partition_and_agrees_with_the_memory_store(
+    service: SessionService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, memory = store_of(service), MemoryStore()
+    user, other, now = new_user(), new_user(), now_ms()
+    monkeypatch.setattr(search_module, "TASK_PAGE", 5)  # the Query takes pages
+    big = "deployment " + "x" * 6_000
+    for owner in (user, other):
+        for c in range(3):
+            record = SessionRecord(
+                f"{owner}-{c}",
+                owner,
+                None,
+                "deploy plan" if c else None,
+                None,
+                now - c,
+                now - c,
+                None,
+                now + 5_000 if c == 2 else None,  # expired at the search's now
+                c == 1,
+            )
+            for target in (store, memory):
+                await target.insert_session(record)
+            for t in range(12):
+                text = big if t % 2 else "deployment notes"
+                task = TaskRecord(
+                    f"t{c}-{t}",
+                    record.id,
+                    owner,
+                    "deploy " + "app " * t,
+                    [{"type": "text", "text": text}],
+                    None,
+                    now - t,
+                    now - t,
+                )
+                for target in (store, memory):
+                    assert await target.save_task(task) is not None
+    requests = Requests(store, monkeypatch)
+    later = now + 10_000
+    for text in ("deploy", "deploy app", "notes", "plan", "xx", "nothing"):
+        query = SearchQuery(text, parse_query(text))
+        for limit in (5, 100):
+            found: dict[str, list[SearchHit]] = {}
+            for name, target in (("dynamodb", store), ("memory", memory)):
+                hits: list[SearchHit] = []
+                after = None
+                while True:
+                    page = await target.search(user, query, later, limit, after)
+                    hits += page
+                    if len(page) < limit:
+                        break
+                    after = page[-1].sort_key
+                found[name] = hits
+            assert found["dynamodb"] == found["memory"], (text, limit)
+            assert {hit.session_id for hit in found["dynamodb"]} <= {f"{user}-0", f"{user}-1"}
+    assert requests.made
+    for operation, params in requests.made:
+        assert operation == "query", operation  # never a Scan of the table
+        assert params["ExpressionAttributeValues"][":pk"] == {"S": f"U#{user}"}
+    requests.made.clear()
+    await store.search(user, SearchQuery("deploy", ("deploy",)), later, 10, None)
+    listing, *task_pages = [params for _, params in requests.made]
+    assert listing["IndexName"] == "listing"
+    assert len(task_pages) == 36 // 5 + 1  # every task of the user, 5 a page
+    assert all("IndexName" not in params for params in task_pages)  # the partition itself
+
+
+async def test_the_pinned_listing_reads_past_many_unpinned_in_few_requests(
+    service: SessionService,
+) -> None:
+    store, user = store_of(service), new_user()
+    records = [
+        SessionRecord(f"c{n:03d}", user, None, None, None, n, n, None, None, n in (3, 250))
+        for n in range(300)
+    ]
+    for record in records:
+        await store.insert_session(record)
+    before = store.connection.requests_made
+    pinned = await store.list_sessions(user, 1000, 20, None, pinned=True)
+    assert [record.id for record in pinned] == ["c250", "c003"]  # newest first
+    assert store.connection.requests_made - before == 2  # 200 listing items a request
+    after = pinned[0].sort_key
+    assert [r.id for r in await store.list_sessions(user, 1000, 1, after, pinned=True)] == ["c003"]
+    unpinned = await store.list_sessions(user, 1000, 3, None, pinned=False)
+    assert [record.id for record in unpinned] == ["c299", "c298", "c297"]
+
+
+async def test_the_task_rule_keeps_pinned_conversations_tasks_even_pinned_meanwhile(
+    service: SessionService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, user, now = store_of(service), new_user(), now_ms()
+    old = now - 40 * DAY
+    ids = []
+    for n in range(2):
+        record = SessionRecord(
+            f"p{n}-{secrets.token_hex(3)}", user, None, None, None, old, old, None, now + DAY
+        )
+        ids.append(record.id)
+        await store.insert_session(record)
+        for t in range(3):
+            await store.save_task(
+                TaskRecord(f"{record.id}-t{t}", record.id, user, "hi", [], None, old, old)
+            )
+        feedback = FeedbackRecord(
+            f"{record.id}-f", record.id, f"{record.id}-t0", user, "up", None, old
+        )
+        assert await store.save_feedback(feedback, old) is not None
+    pinned, unpinned = ids
+    before = await raw_item(store, f"U#{user}", f"C#{pinned}")
+    assert before is not None
+    updated = await store.update_session(user, pinned, now, now + DAY, pinned=True)
+    assert updated is not None
+    assert updated.pinned
+    after = await raw_item(store, f"U#{user}", f"C#{pinned}")
+    assert after is not None
+    assert after["pn"] == {"N": "1"}
+    assert after["ttl"] == before["ttl"]  # DynamoDB's TTL (conversations only) as it was
+    task_item = await raw_item(store, f"U#{user}", f"T#{pinned}-t0")
+    assert task_item is not None
+    assert "ttl" not in task_item
+    cut = Cutoffs(now, now - 10 * DAY, None, None)
+    assert await store.count_prunable("chat_tasks", cut) == 3
+
+    # The batch read both conversations' tasks before the pin (its lookup saw none
+    # pinned): the transaction's guard keeps the pinned one's, the others go.
+    async def none_pinned(connection: Any, homes: Any) -> set[tuple[str, str]]:
+        return set()
+
+    monkeypatch.setattr(retention_module, "_pinned", none_pinned)
+    assert await store.prune_batch("chat_tasks", cut, None, 100) == (3, None)
+    monkeypatch.undo()
+    kept = await store.list_tasks(user, pinned, now, 10, None)
+    assert [task.id for task in kept or []] == [f"{pinned}-t{t}" for t in range(3)]
+    assert await store.list_tasks(user, unpinned, now, 10, None) == []
+    assert await raw_item(store, f"U#{user}", f"F#{pinned}-t0") is not None
+    assert await store.count_prunable("chat_tasks", cut) == 0
+    assert await store.prune_batch("chat_tasks", cut, None, 1) == (0, ANY)
+
+    await store.update_session(user, pinned, now, now + DAY, pinned=False)
+    after = await raw_item(store, f"U#{user}", f"C#{pinned}")
+    assert after is not None
+    assert "pn" not in after
+    assert await store.count_prunable("chat_tasks", cut) == 3
+    assert (await prune_all(store, "chat_tasks", cut, 2))[0] == 3
 
 
 # Both orders agree with the memory store
@@ -537,14 +729,7 @@ async def test_retention_batches_agree_with_the_memory_store(
     for rule in RULES:
         expected = await memory.count_prunable(rule, cut)
         assert await store.count_prunable(rule, cut) == expected, rule
-        deleted, batches, position = 0, 0, None
-        while True:
-            count, position = await store.prune_batch(rule, cut, position, batch)
-            assert count <= batch
-            deleted += count
-            batches += 1
-            if position is None:
-                break
+        deleted, batches = await prune_all(store, rule, cut, batch)
         assert deleted == (await memory.prune_batch(rule, cut, None, batch))[0], rule
         assert batches >= deleted / batch
         assert await everything(store, now) == await everything(memory, now), rule

@@ -151,6 +151,47 @@ async def test_the_agent_stores_the_message_then_the_reply(tmp_path: Path) -> No
         assert listed[0]["lastViewedAt"] is not None
 
 
+async def test_the_agents_turns_are_searchable_and_conversations_pinnable(
+    tmp_path: Path,
+) -> None:
+    """What the page's search box and pin buttons call: the agent's stored turns are
+    found (message and reply), and a pinned conversation is listed apart."""
+    app = create_app(tmp_path, env={}, reply_delay=0)
+    async with lifespan(app), client_for(app) as client:
+        lyon = await new_conversation(client, "Trip to Lyon")
+        other = await new_conversation(client, "Other")
+        sent = await client.post(
+            f"/agent/sessions/{lyon}/messages", json={"message": "Where to eat a bouchon?"}
+        )
+        assert sent.status_code == 200, sent.text
+        task_id = sent.json()["taskId"]
+        found = await client.get(f"{API}/search", params={"q": "bouchon"})
+        assert found.status_code == 200, found.text
+        (result,) = found.json()["data"]
+        assert (result["sessionId"], result["taskId"]) == (lyon, task_id)
+        assert [part["text"] for part in result["snippet"] if part["match"]] == [
+            "bouchon",
+            "bouchon",
+        ], "the message and the agent's reply"
+        pinned = await client.patch(f"{API}/sessions/{lyon}", json={"pinned": True})
+        assert pinned.json()["pinned"] is True
+        for flag, expected in (("true", [lyon]), ("false", [other])):
+            listed = await client.get(f"{API}/sessions", params={"pinned": flag})
+            assert [item["id"] for item in listed.json()["data"]] == expected
+
+
+def test_the_page_builds_its_markup_from_text_only() -> None:
+    """Messages, names and snippets are user text: the script never parses HTML, and
+    the search box and results are labelled for assistive technology."""
+    script = (STATIC_DIR / "app.js").read_text()
+    sinks = r"\.(innerHTML|outerHTML|insertAdjacentHTML|write|writeln)\b|\beval\(|new Function"
+    assert re.findall(sinks, script) == []
+    page = (STATIC_DIR / "index.html").read_text()
+    assert '<label for="search"' in page
+    assert 'role="search"' in page
+    assert 'aria-label="Search results"' in page
+
+
 async def test_a_turn_costs_two_transactions(tmp_path: Path) -> None:
     app = create_app(tmp_path, env={}, reply_delay=0)
     async with lifespan(app), client_for(app) as client:

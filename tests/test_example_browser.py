@@ -3,8 +3,10 @@
 The server is ``python -m example_app`` on a free loopback port, as a newcomer runs it
 (SQLite in ``.agentsession/``, a development secret). The test chats, starts a second
 conversation, switches back, renames, rates a reply, restarts the server and reloads,
-and finds everything where it was. With ``AGENTSESSION_SCREENSHOT=docs/screenshot.png``
-it also writes the README's screenshot there.
+and finds everything where it was. Another searches the history (marked words, the
+conversation opened at the message found) and pins a conversation to the top. With
+``AGENTSESSION_SCREENSHOT=docs/screenshot.png`` it also writes the README's screenshot
+there.
 
 Chromium is Debian's ``chromium`` package (Playwright's own browser download cannot
 work offline). Without it the test skips locally and fails in CI (``CI=true``).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -250,13 +253,15 @@ def test_chat_rename_rate_restart_reload(
     expect(turns.nth(1).get_by_role("button", name="Bad reply")).to_have_attribute(
         "aria-pressed", "true"
     )
-    # Loading costs four API calls (three database reads; /session/current reads none).
+    # Loading costs five API calls (four database reads; /session/current reads none):
+    # the sidebar lists the pinned conversations, then the others.
     base = f"{server.url}/api/v1"
     assert sorted(call for call in api_calls if "/api/" in call) == [
         f"GET {base}/feedback?sessionId={first}&limit=100",
         f"GET {base}/session/current",
         f"GET {base}/sessions/{first}/chat-tasks?limit=100",
-        f"GET {base}/sessions?limit=100",
+        f"GET {base}/sessions?pinned=false&limit=100",
+        f"GET {base}/sessions?pinned=true&limit=100",
     ]
     send(page, "Still here after the restart")
     expect(page.get_by_role("alert")).to_be_hidden()
@@ -357,7 +362,7 @@ def test_reload_shows_the_name_whichever_answer_comes_first(
     rename(page, current_id(page), "Trip to Lyon")
     expect(page.locator("#conversation-title")).to_have_text("Trip to Lyon")
 
-    held: list[Route] = []  # the list's request, held until the history is shown
+    held: list[Route] = []  # the list's requests, held until the history is shown
 
     def hold(route: Route) -> None:
         held.append(route)
@@ -369,8 +374,138 @@ def test_reload_shows_the_name_whichever_answer_comes_first(
     ):
         page.reload()
     expect(page.locator(".bubble.user")).to_have_text(["Plan a trip"])
-    assert len(held) == 1
-    held[0].continue_()
+    assert len(held) == 2  # pinned, then the others
+    for route in held:
+        route.continue_()
     expect(page.locator(".conversation .open")).to_have_text(["Trip to Lyon"])
     expect(page.locator("#conversation-title")).to_have_text("Trip to Lyon")
+    assert problems == []
+
+
+def save_turn(page: Page, url: str, session_id: str, message: str, reply: str) -> str:
+    """A chat task saved through the API with the page's cookies; its id."""
+    task_id = f"t-{secrets.token_hex(6)}"
+    body = {"taskId": task_id, "userMessage": message, "messageBubbles": [{"text": reply}]}
+    saved = page.request.post(f"{url}/api/v1/sessions/{session_id}/chat-tasks", data=body)
+    assert saved.status == 200, saved.text()
+    return task_id
+
+
+def search(page: Page, text: str) -> None:
+    """Type ``text`` in the search box (the page searches once typing pauses)."""
+    page.locator("#search").fill(text)
+
+
+def test_search_opens_the_message_and_pins_stay_on_top(
+    browser: Browser, server: ExampleServer
+) -> None:
+    page, problems = open_page(browser, server.url)
+    conversations = page.locator("#conversations .conversation")
+    send(page, "Plan a trip to Lyon")
+    trip = current_id(page)
+    # A long history: the turn to find comes first, far above the latest ones.
+    found_id = save_turn(
+        page, server.url, trip, "Where to eat? <b>bouchon</b> or brasserie", "A bouchon, surely."
+    )
+    for n in range(12):
+        save_turn(page, server.url, trip, f"Question {n}", "Filler. " * 60)
+    page.get_by_role("button", name="+ New conversation").click()
+    expect(page.locator("#messages .turn")).to_have_count(0)
+    send(page, "Groceries for the weekend")
+    groceries = current_id(page)
+    expect(conversations.locator(".open")).to_have_text(
+        ["Groceries for the weekend", "Plan a trip to Lyon"]
+    )
+
+    # Matches are shown as the user types: the words marked, every other character text.
+    search(page, "bouch")
+    results = page.locator("#results .open-result")
+    expect(results).to_have_count(1)
+    expect(page.locator("#conversation-list")).to_be_hidden()
+    expect(page.locator("#search-status")).to_have_text("1 result")
+    result = results.first
+    expect(result).to_have_attribute("data-task-id", found_id)
+    expect(result.locator(".result-title")).to_have_text("Plan a trip to Lyon")
+    expect(result.locator("mark")).to_have_text(["bouchon", "bouchon"])
+    expect(result.locator(".snippet")).to_contain_text("<b>bouchon</b> or brasserie")
+    expect(page.locator("#results b")).to_have_count(0)
+
+    # Opening it: that conversation, scrolled to the message, which is flagged.
+    result.click()
+    expect_current(page, trip)
+    found = page.locator(".turn.found")
+    expect(found).to_have_count(1)
+    expect(found).to_have_attribute("data-task-id", found_id)
+    expect(found).to_be_in_viewport()
+    expect(found).to_be_focused()
+    expect(found.locator("mark")).to_have_text(["bouchon", "bouchon"])
+    expect(page.locator("#messages .turn").last).not_to_be_in_viewport()
+
+    # A conversation's name matches too (listed before messages); opening it opens it.
+    search(page, "weekend")
+    expect(results).to_have_count(2)
+    expect(results.first.locator(".result-kind")).to_have_text("Conversation")
+    expect(results.first.locator(".result-title mark")).to_have_text(["weekend"])
+    results.first.click()
+    expect_current(page, groceries)
+    expect(page.locator(".turn.found")).to_have_count(0)
+
+    # The keyboard alone: the box, Down to the results, Enter to open one; Escape
+    # empties the box and shows the conversations again.
+    search(page, "brasserie")
+    expect(results).to_have_count(1)
+    page.locator("#search").press("ArrowDown")
+    expect(results.first).to_be_focused()
+    page.keyboard.press("Enter")
+    expect_current(page, trip)
+    expect(page.locator(".turn.found")).to_be_in_viewport()
+    page.locator("#search").press("Escape")
+    expect(page.locator("#search")).to_have_value("")
+    expect(page.locator("#search-results")).to_be_hidden()
+    expect(page.locator("#conversation-list")).to_be_visible()
+
+    # Words found nowhere, and a query with no word in it, say so (no error).
+    search(page, "zeppelin")
+    expect(page.locator("#search-status")).to_have_text("Nothing found for “zeppelin”.")
+    search(page, "?!")
+    expect(page.locator("#search-status")).to_have_text(
+        "Type a word (letters or digits) to search for."
+    )
+    page.locator("#search").press("Escape")
+
+    # Pinning the older conversation puts it on top, and it stays there after a reload.
+    pin = page.locator(f'.conversation[data-id="{trip}"] .pin')
+    expect(pin).to_have_attribute("aria-pressed", "false")
+    page.locator(f'.conversation[data-id="{groceries}"] .open').click()
+    expect_current(page, groceries)
+    page.locator(f'.conversation[data-id="{trip}"]').hover()  # its buttons show on hover
+    pin.click()
+    expect(conversations.locator(".open")).to_have_text(
+        ["Plan a trip to Lyon", "Groceries for the weekend"]
+    )
+    expect(pin).to_have_attribute("aria-pressed", "true")
+    expect(pin).to_be_focused()
+    page.reload()
+    expect(conversations.locator(".open")).to_have_text(
+        ["Plan a trip to Lyon", "Groceries for the weekend"]
+    )
+    expect(page.locator(f'.conversation[data-id="{trip}"]')).to_have_class(re.compile("pinned"))
+    expect_current(page, groceries)
+    listed = page.request.get(f"{server.url}/api/v1/sessions?pinned=true").json()["data"]
+    assert [item["id"] for item in listed] == [trip]
+    # A newer conversation goes below the pinned one; unpinning puts it back in its place.
+    page.get_by_role("button", name="+ New conversation").click()
+    expect(page.locator("#messages .turn")).to_have_count(0)
+    send(page, "Newest thread")
+    expect(conversations.locator(".open")).to_have_text(
+        ["Plan a trip to Lyon", "Newest thread", "Groceries for the weekend"]
+    )
+    page.locator(f'.conversation[data-id="{trip}"] .pin').click()
+    expect(conversations.locator(".open")).to_have_text(
+        ["Newest thread", "Groceries for the weekend", "Plan a trip to Lyon"]
+    )
+    page.reload()
+    expect(conversations.locator(".open")).to_have_text(
+        ["Newest thread", "Groceries for the weekend", "Plan a trip to Lyon"]
+    )
     assert problems == []

@@ -46,8 +46,17 @@ def test_the_docs_page_needs_no_cdn(browser: Browser, server: ExampleServer) -> 
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("agentsession example")
     expect(page.locator("#operations-agentsession-list_chat_tasks")).to_be_visible()
     expect(page.locator("#operations-agentsession-health")).to_be_visible()
+    expect(page.locator("#operations-agentsession-search")).to_be_visible()
     # The named component schemas are listed under "Schemas".
-    for name in ("Conversation", "ChatTaskPage", "Error", "CurrentSession"):
+    for name in (
+        "Conversation",
+        "ChatTaskPage",
+        "Error",
+        "CurrentSession",
+        "SearchResultPage",
+        "SearchResult",
+        "SnippetPart",
+    ):
         schemas = page.locator("section.models")
         expect(schemas.get_by_role("button", name=name, exact=True)).to_be_visible()
     assert elsewhere == []

@@ -1,14 +1,20 @@
-"""What only the memory store has: its LRU bound, ``sweep``, and copies of stored JSON."""
+"""What only the memory store has: its LRU bound, ``sweep`` (which keeps pinned
+conversations), copies of stored JSON, and its search text made once per save."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from agentsession.common import DAY_MS, now_ms
+from agentsession.config import RetentionConfig
 from agentsession.errors import IdConflict, SessionNotFound
 from agentsession.service import SessionService
 from agentsession.stores.base import (
     FeedbackFilter,
     FeedbackRecord,
+    SearchQuery,
     SessionRecord,
     Store,
     TaskRecord,
@@ -281,3 +287,46 @@ async def test_task_and_feedback_identity_rules() -> None:
     assert await store.delete_session(USER, "s", 5) is True
     assert await store.list_feedback(USER, FeedbackFilter(), 10, None) == []
     assert await store.save_task(task("t", "s2", at=6)) is not None
+
+
+async def test_the_lazy_sweep_keeps_pinned_conversations_and_their_tasks() -> None:
+    retention = RetentionConfig(
+        task_retention_days=10, feedback_retention_days=0, session_retention_days=30
+    )
+    store = MemoryStore(retention=retention)
+    old = now_ms() - 60 * DAY_MS
+    for session_id, pinned in (("kept", True), ("plain", False), ("fresh", False)):
+        updated = now_ms() if session_id == "fresh" else old
+        await store.insert_session(replace(session(session_id, updated=updated), pinned=pinned))
+        for n in range(2):
+            assert await store.save_task(task(f"{session_id}-{n}", session_id, at=old)) is not None
+    # The next write runs the rules (the first one ran them on an empty store).
+    store._next_sweep = store._next_prune = 0
+    await store.insert_session(session("trigger", updated=now_ms()))
+    ids = {record.id for record in await store.list_sessions(USER, now_ms(), 10, None)}
+    assert ids == {"kept", "fresh", "trigger"}  # plain was idle; a pin is never idle
+    kept = await store.list_tasks(USER, "kept", now_ms(), 10, None)
+    assert [item.id for item in kept or []] == ["kept-0", "kept-1"]  # old, but pinned
+    assert await store.list_tasks(USER, "fresh", now_ms(), 10, None) == []
+
+
+async def test_search_finds_a_task_as_last_saved() -> None:
+    """A task's search text is made on its first search and made again after a save."""
+    store = MemoryStore()
+    await store.insert_session(session("s"))
+    alpha = replace(task("t", "s", at=5), user_message="alpha release")
+    await store.save_task(alpha)
+    query = SearchQuery("alpha", ("alpha",))
+    hits = await store.search(USER, query, 10, 10, None)
+    assert [(hit.task_id, hit.text, hit.rank, hit.time) for hit in hits] == [
+        ("t", "alpha release", 1.0, 5)
+    ]
+    await store.save_task(replace(alpha, user_message="beta", updated_time=6))
+    assert await store.search(USER, query, 10, 10, None) == []
+    found = await store.search(USER, SearchQuery("beta", ("beta",)), 10, 10, None)
+    assert [(hit.task_id, hit.text, hit.time) for hit in found] == [("t", "beta", 5)]
+    # Another user's identical text is never read into a match.
+    await store.insert_session(session("b", user="bob"))
+    await store.save_task(replace(task("t", "b", user="bob"), user_message="beta"))
+    assert [hit.session_id for hit in found] == ["s"]
+    assert len(await store.search("bob", SearchQuery("beta", ("beta",)), 10, 10, None)) == 1

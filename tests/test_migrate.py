@@ -37,12 +37,29 @@ from agentsession.stores.sql.migrate import (
     head_revision,
     migrate,
 )
-from agentsession.stores.sql.schema import Tables, metadata, tables
+from agentsession.stores.sql.schema import (
+    FTS_SHADOW_TABLES,
+    Tables,
+    comparison_filter,
+    metadata,
+    search_objects,
+    tables,
+)
 from tests.databases import SQL_BACKENDS, fresh_database
 
 pytestmark = pytest.mark.anyio
 
 TABLES = {"sessions", "chat_tasks", "feedback", "agentsession_leases", "agentsession_revocations"}
+
+
+def ours(backend: str, prefix: str = "") -> set[str]:
+    """Every table the migrations make: ``TABLES`` (prefixed), and on SQLite the FTS5
+    table of search with its shadow tables."""
+    names = {prefix + name for name in TABLES}
+    if backend == "sqlite":
+        fts = search_objects(prefix)["fts"]
+        names |= {fts, *(f"{fts}_{shadow}" for shadow in FTS_SHADOW_TABLES)}
+    return names
 
 
 @pytest.fixture(params=SQL_BACKENDS)
@@ -87,7 +104,7 @@ async def test_migrate_creates_the_tables_once(backend: str, tmp_path: Path) -> 
 
         assert await migrate(engine) is True
 
-        assert set(await table_names(engine)) == {*TABLES, VERSION_TABLE}
+        assert set(await table_names(engine)) == {*ours(backend), VERSION_TABLE}
         assert await versions(engine) == [head_revision()]
         assert await current_revision(engine) == head_revision()
         # At head: a no-op.
@@ -97,7 +114,12 @@ async def test_migrate_creates_the_tables_once(backend: str, tmp_path: Path) -> 
 
 def _schema_differences(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(
-        connection, opts={"version_table": VERSION_TABLE, "compare_type": True}
+        connection,
+        opts={
+            "version_table": VERSION_TABLE,
+            "compare_type": True,
+            "include_object": comparison_filter(connection.dialect.name),
+        },
     )
     return list(compare_metadata(context, metadata))
 
@@ -203,7 +225,7 @@ async def test_downgrade_drops_everything(backend: str, tmp_path: Path) -> None:
         assert await versions(engine) == []
         # And back up again.
         assert await migrate(engine) is True
-        assert set(await table_names(engine)) == {*TABLES, VERSION_TABLE}
+        assert set(await table_names(engine)) == {*ours(backend), VERSION_TABLE}
 
 
 _ROWS_0001 = {
@@ -375,7 +397,7 @@ async def test_four_processes_at_once_migrate_once(backend: str, tmp_path: Path)
         applied = [stdout.decode().strip() for stdout, _ in outputs]
         assert sorted(applied) == ["False", "False", "False", "True"]
         assert await versions(engine) == [head_revision()]
-        assert sorted(await table_names(engine)) == sorted({*TABLES, VERSION_TABLE})
+        assert sorted(await table_names(engine)) == sorted({*ours(backend), VERSION_TABLE})
 
 
 async def test_the_apps_own_alembic_version_is_left_alone(backend: str, tmp_path: Path) -> None:
@@ -390,7 +412,7 @@ async def test_the_apps_own_alembic_version_is_left_alone(backend: str, tmp_path
 
         assert await versions(engine, "alembic_version") == ["app_rev_42"]
         assert await versions(engine) == [head_revision()]
-        assert set(await table_names(engine)) == {*TABLES, VERSION_TABLE, "alembic_version"}
+        assert set(await table_names(engine)) == {*ours(backend), VERSION_TABLE, "alembic_version"}
 
 
 async def test_a_failing_migration_is_not_store_unavailable(backend: str, tmp_path: Path) -> None:
@@ -447,7 +469,7 @@ async def test_a_table_that_is_not_ours_stops_the_first_migration(
         assert await migrate(engine, beside) is True
         assert set(await table_names(engine)) == {
             f"{prefix}sessions",
-            *beside.names,
+            *ours(backend, beside.prefix),
             beside.version_table,
         }
         assert await current_revision(engine, beside) == head_revision()
@@ -464,6 +486,7 @@ def _differences_of(connection: Connection, target: Tables) -> list[Any]:
             "version_table_schema": target.schema,
             "compare_type": True,
             "include_name": lambda name, kind, _parent: kind != "table" or name in target.names,
+            "include_object": comparison_filter(connection.dialect.name, target.prefix),
         },
     )
     return list(compare_metadata(context, target.metadata))

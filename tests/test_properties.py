@@ -1,8 +1,8 @@
 """Hostile input on every route of ``sessions_router()``, on every backend.
 
 * Tampered page cursors (int64 overflow, NUL, lone surrogates, floats, wrong shapes,
-  bad base64, ...) on the three list routes: each is a 422 ``invalid_input`` naming
-  ``cursor``, on memory, SQLite, PostgreSQL and MariaDB, in FastAPI and in Starlette.
+  bad base64, ...) on the three list routes and on search: each is a 422
+  ``invalid_input`` naming ``cursor``, on every backend, in FastAPI and in Starlette.
 * Properties (Hypothesis): any string sent as a cursor is a valid cursor (200) or that
   422; and any request to any route of ``OPERATIONS`` (arbitrary query values, path
   ids, JSON and non-JSON bodies, content types, with and without a user) is never a
@@ -293,15 +293,47 @@ TAMPERED = {
 
 #: The three list routes (the chat tasks of the seeded conversation).
 LIST_ROUTES = ("/sessions", f"/sessions/{SEEDED_SESSION}/chat-tasks", "/feedback")
+#: Search, for a word of the seeded conversations' names (its cursors are of their own).
+SEARCH_ROUTE = "/search?q=seeded"
+#: Search cursors hold ``[group, rank, time, id]``: these are wrong in one way each.
+SEARCH_TAMPERED = {
+    "group 2": cursor_of([2, 1.0, 1, "a"]),
+    "group -1": cursor_of([-1, 1.0, 1, "a"]),
+    "boolean group": cursor_of([True, 1.0, 1, "a"]),
+    "float group": cursor_of([1.0, 1.0, 1, "a"]),
+    "NaN rank": forged(b'[1,NaN,1,"a"]'),
+    "infinite rank": forged(b'[1,1e400,1,"a"]'),
+    "-Infinity rank": forged(b'[1,-Infinity,1,"a"]'),
+    "integer rank past float": forged(b"[1," + b"9" * 400 + b',1,"a"]'),
+    "string rank": cursor_of([1, "1", 1, "a"]),
+    "null rank": cursor_of([1, None, 1, "a"]),
+    "int64 overflow": cursor_of([1, 1.0, 2**63, "a"]),
+    "float time": cursor_of([1, 1.0, 1.5, "a"]),
+    "empty id": cursor_of([1, 1.0, 1, ""]),
+    "300-character id": cursor_of([1, 1.0, 1, "i" * 300]),
+    "NUL in the id": cursor_of([1, 1.0, 1, "a\u0000"]),
+    "lone surrogate": cursor_of([1, 1.0, 1, "\ud800"]),
+    "five items": cursor_of([1, 1.0, 1, "a", 1]),
+    "a list's cursor": encode_cursor((1, "a")),
+}
+#: The widest keys a search cursor may hold: each is a page (maybe empty).
+SEARCH_EDGES = [
+    [0, 0.0, 2**63 - 1, "a"],
+    [1, 1.7976931348623157e308, -(2**63), "\U0010ffff" * 255],
+    [1, -1.7976931348623157e308, 0, "\u00e9 \t"],
+    [0, 5e-324, 1, "z"],
+    [1, 7, 1, "seeded"],
+]
 
 
 async def get_with_cursor(client: httpx.AsyncClient, route: str, cursor: str) -> httpx.Response:
-    """GET ``route?cursor=...``; the cursor goes out as percent-encoded UTF-8.
+    """GET ``route`` with ``cursor=...``; the cursor goes out as percent-encoded UTF-8.
 
     Lone surrogates (which no URL can carry) are sent as the UTF-8 of the surrogate
     code point, the bytes a careless client would produce.
     """
-    url = f"{route}?cursor={percent(utf8(cursor))}"
+    separator = "&" if "?" in route else "?"
+    url = f"{route}{separator}cursor={percent(utf8(cursor))}"
     return await client.get(url, headers={"X-API-User": OWNER})
 
 
@@ -316,13 +348,39 @@ def percent(raw: bytes) -> str:
 async def test_tampered_cursors_are_422_naming_cursor(api: Api) -> None:
     before = await api.snapshot()
     for app, client in api.clients.items():
-        for route in LIST_ROUTES:
-            for name, cursor in TAMPERED.items():
+        for route, tampered in (
+            *((route, TAMPERED) for route in LIST_ROUTES),
+            (SEARCH_ROUTE, {**TAMPERED, **SEARCH_TAMPERED}),
+        ):
+            for name, cursor in tampered.items():
                 response = await get_with_cursor(client, route, cursor)
                 assert response.status_code == 422, (app, route, name, response.text)
                 error = assert_error(response)
                 assert (error["code"], error.get("field")) == ("invalid_input", "cursor"), name
     assert await api.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "backend", ["memory", "sqlite", "postgresql", "mysql", "redis", "dynamodb"]
+)
+async def test_search_cursors_at_the_edges_of_the_range_are_valid(api: Api) -> None:
+    """Search cursors holding the widest ranks, times and ids are pages; the real
+    one of the seeded rows goes on with the next result."""
+    for client in api.clients.values():
+        for key in SEARCH_EDGES:
+            for padded in (False, True):
+                cursor = cursor_of(key, padded=padded)
+                response = await get_with_cursor(client, SEARCH_ROUTE, cursor)
+                assert response.status_code == 200, (key, response.text)
+                assert set(response.json()) == {"data", "meta"}
+        first = await client.get(SEARCH_ROUTE + "&limit=1", headers={"X-API-User": OWNER})
+        assert first.status_code == 200, first.text
+        cursor = first.json()["meta"]["nextCursor"]
+        assert cursor is not None, "two of the owner's conversations are named seeded"
+        rest = await get_with_cursor(client, SEARCH_ROUTE, cursor)
+        assert rest.status_code == 200, rest.text
+        names = [r["sessionId"] for r in first.json()["data"] + rest.json()["data"]]
+        assert sorted(names) == sorted([SEEDED_SESSION, SECOND_SESSION]), "none of OTHER's"
 
 
 @pytest.mark.parametrize(
@@ -442,9 +500,13 @@ json_values = st.recursive(
 
 
 def cursor_text() -> st.SearchStrategy[str]:
-    """Cursors: real ones, tampered ones, and any text at all."""
+    """Cursors: real ones, tampered ones, and any text at all (of lists and of search)."""
     return st.one_of(
         st.sampled_from(list(TAMPERED.values())),
+        st.sampled_from(list(SEARCH_TAMPERED.values())),
+        st.tuples(st.integers(-1, 2), st.floats() | huge_ints, huge_ints, texts).map(
+            lambda key: cursor_of(list(key))
+        ),
         st.tuples(st.integers(-(2**63), 2**63 - 1), st.text(st.characters(codec="utf-8"))).map(
             lambda key: encode_cursor(key)
         ),
@@ -477,9 +539,23 @@ query_values: st.SearchStrategy[bytes] = st.one_of(
     instants.map(str.encode),
     cursor_text().map(utf8),
     st.sampled_from([*SEEDED, SEEDED_TASK, "up", "down", "UP", "", " 1", "1 "]).map(str.encode),
+    # Search words of the seeded rows, query syntax, and the pin filter's values.
+    st.sampled_from(["hi", "seed", "seeded hi", '"hi" OR 1=1', "h*", "true", "false"]).map(
+        str.encode
+    ),
     long_texts.map(str.encode),
 )
-QUERY_NAMES = ("limit", "cursor", "since", "until", "feedbackType", "sessionId", "taskId")
+QUERY_NAMES = (
+    "limit",
+    "cursor",
+    "since",
+    "until",
+    "feedbackType",
+    "sessionId",
+    "taskId",
+    "q",
+    "pinned",
+)
 query_names = st.one_of(st.sampled_from(QUERY_NAMES), st.text(anything, max_size=8))
 
 #: Session ids in paths: never empty, never a "/" (that would be another route).
@@ -500,6 +576,7 @@ FIELDS = (
     "sessionId",
     "feedbackType",
     "feedbackText",
+    "pinned",
 )
 #: Ids in bodies: mostly usable ones (the seeded rows, any valid text), then anything.
 valid_texts = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
@@ -538,7 +615,9 @@ PLAUSIBLE: dict[tuple[str, str], st.SearchStrategy[dict[str, Any]]] = {
     ("/sessions", "POST"): st.fixed_dictionaries(
         {}, optional={"name": optional_texts, "agentId": optional_texts}
     ),
-    ("/sessions/{sessionId}", "PATCH"): st.fixed_dictionaries({"name": optional_texts}),
+    ("/sessions/{sessionId}", "PATCH"): st.fixed_dictionaries(
+        {}, optional={"name": optional_texts, "pinned": mostly(st.booleans(), json_leaves)}
+    ),
     ("/sessions/{sessionId}/chat-tasks", "POST"): st.fixed_dictionaries(
         {"taskId": ids, "messageBubbles": bubbles},
         optional={"userMessage": optional_texts, "taskMetadata": metadata},
@@ -757,13 +836,13 @@ async def check_cursor(api: Api, route: str, cursor: str) -> None:
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
 @LOCAL_CURSORS
-@given(route=st.sampled_from(LIST_ROUTES), cursor=cursor_text())
+@given(route=st.sampled_from([*LIST_ROUTES, SEARCH_ROUTE]), cursor=cursor_text())
 async def test_any_cursor_is_a_page_or_422(api: Api, route: str, cursor: str) -> None:
     await check_cursor(api, route, cursor)
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql", "redis", "dynamodb"])
 @SERVER_CURSORS
-@given(route=st.sampled_from(LIST_ROUTES), cursor=cursor_text())
+@given(route=st.sampled_from([*LIST_ROUTES, SEARCH_ROUTE]), cursor=cursor_text())
 async def test_any_cursor_is_a_page_or_422_on_servers(api: Api, route: str, cursor: str) -> None:
     await check_cursor(api, route, cursor)

@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from redis import exceptions as redis_errors
@@ -53,6 +54,7 @@ from agentsession.errors import (
     StoreUnavailable,
 )
 from agentsession.retention import prune
+from agentsession.search import parse_query
 from agentsession.service import SessionService
 from agentsession.stores.base import (
     RULES,
@@ -60,6 +62,8 @@ from agentsession.stores.base import (
     FeedbackFilter,
     FeedbackRecord,
     Holder,
+    SearchHit,
+    SearchQuery,
     SessionRecord,
     TaskRecord,
     Touch,
@@ -78,6 +82,7 @@ from agentsession.stores.redis.keys import (
     unescape,
 )
 from agentsession.stores.redis.scripts import SCRIPTS
+from tests.databases import prune_all
 
 pytestmark = pytest.mark.anyio
 
@@ -205,12 +210,16 @@ def conversation(
     at: int = 1_000,
     viewed: int | None = None,
     expires: int | None = None,
+    pinned: bool = False,
+    name: str | None = None,
 ) -> SessionRecord:
-    return SessionRecord(session_id, user, None, None, None, at, at, viewed, expires)
+    return SessionRecord(session_id, user, None, name, None, at, at, viewed, expires, pinned)
 
 
-def task(task_id: str, session_id: str, user: str, *, at: int = 1_000) -> TaskRecord:
-    return TaskRecord(task_id, session_id, user, "hi", [{"text": task_id}], {"k": [1]}, at, at)
+def task(
+    task_id: str, session_id: str, user: str, *, at: int = 1_000, message: str = "hi"
+) -> TaskRecord:
+    return TaskRecord(task_id, session_id, user, message, [{"text": task_id}], {"k": [1]}, at, at)
 
 
 def rating(
@@ -293,7 +302,17 @@ async def write_everything(
             assert saved is not None
             assert len(await store.list_tasks(user, sid, now, 10, None) or []) == 1
             assert await store.save_feedback(rating(f"f{sid}", sid, sid, user, at=now), now)
+        first = f"{session_ids[0]}|{user}"
+        pinned = await store.update_session(user, first, now, now + DAY, pinned=True)
+        assert pinned is not None
+        assert pinned.pinned
         assert len(await store.list_sessions(user, now, 100, None)) == len(session_ids)
+        only = await store.list_sessions(user, now, 100, None, pinned=True)
+        assert [item.id for item in only] == [first]
+        others = await store.list_sessions(user, now, 100, None, pinned=False)
+        assert len(others) == len(session_ids) - 1
+        hits = await store.search(user, SearchQuery("hi", ("hi",)), now, 100, None)
+        assert len(hits) == len(session_ids)
         assert len(await store.list_feedback(user, FeedbackFilter(), 100, None)) == len(session_ids)
         assert await store.list_feedback(
             user, FeedbackFilter(task_id=f"{session_ids[0]}|{user}"), 5, None
@@ -374,7 +393,7 @@ async def test_the_keys_follow_the_documented_layout(store: RedisStore, raw: Red
     prefix = re.escape(store.key_prefix)
     tag = r"\{u:[^{}:]+\}"
     layout = [
-        rf"^{prefix}{tag}:(c|S|E|th|X|U|f|F|fk)$",
+        rf"^{prefix}{tag}:(c|S|E|th|X|U|f|F|fk|P)$",
         rf"^{prefix}{tag}:(s|t|T):[^{{}}:]+$",
         rf"^{prefix}\{{i:[^{{}}:]+\}}$",
         rf"^{prefix}lease:[^{{}}:]+$",
@@ -551,6 +570,11 @@ async def test_every_call_is_one_round_trip(
     assert await count(store.list_tasks(user, sid, now, 10, None)) == one
     assert await count(store.save_feedback(rating("f", sid, "t", user, at=now), now)) == one
     assert await count(store.list_feedback(user, FeedbackFilter(rating="up"), 10, None)) == one
+    assert await count(store.update_session(user, sid, now, now + DAY, pinned=True)) == one
+    assert await count(store.list_sessions(user, now, 10, None, pinned=True)) == one
+    # A search of a small user: one page of conversations, one of their tasks.
+    query = SearchQuery("hi", ("hi",))
+    assert await count(store.search(user, query, now, 10, None)) == (2, ["EVALSHA"] * 2)
     assert await count(store.take_lease("l", "me", now + 10, now)) == one
     assert await count(store.release_lease("l", "me", now)) == one
     assert await count(store.lease_holder("l")) == (1, ["HMGET"])
@@ -851,6 +875,141 @@ async def test_the_lease(store: RedisStore) -> None:
     assert sum(await asyncio.gather(*racers)) == 1
 
 
+# Search and pins
+
+
+async def monitored(url: str, prefix: str, call: Awaitable[Any]) -> tuple[Any, list[str]]:
+    """``call``'s result, and each command the server ran meanwhile that names a key
+    under ``prefix`` (MONITOR also shows the commands scripts run)."""
+    watcher = Redis.from_url(url, decode_responses=True)
+    other = Redis.from_url(url, decode_responses=True)
+    marker = f"{prefix}monitor-end-{secrets.token_hex(4)}"
+    lines: list[str] = []
+    try:
+        async with watcher.monitor() as monitor:
+            result = await call
+            await other.get(marker)
+            while True:
+                command = str((await monitor.next_command())["command"])
+                if marker in command:
+                    return result, lines
+                if prefix in command:
+                    lines.append(command)
+    finally:
+        await watcher.aclose()
+        await other.aclose()
+
+
+async def test_search_reads_only_the_users_own_keys(store: RedisStore, redis_url: str) -> None:
+    now = now_ms()
+    users = ["alice", "bob", "a{l}ice:%"]
+    for user in users:
+        for c in range(3):
+            sid = f"{user}/{c}"
+            await store.insert_session(conversation(sid, user, at=now, name="deploy plan"))
+            for t in range(4):
+                item = task(f"t{c}{t}", sid, user, at=now + t, message="deploy the app")
+                assert await store.save_task(item) is not None
+    query = SearchQuery("deploy", ("deploy",))
+    for user in users:
+        hits, lines = await monitored(
+            redis_url, store.key_prefix, store.search(user, query, now, 100, None)
+        )
+        assert len(hits) == 3 + 12
+        assert {hit.session_id.partition("/")[0] for hit in hits} == {user}
+        own = f"{store.key_prefix}{{u:{escape(user)}}}"
+        assert any(line.startswith("ZRANGEBYLEX") and own in line for line in lines)
+        assert any(line.startswith("HMGET") and own in line for line in lines)
+        for line in lines:
+            # Every key under the prefix this search touched is one of the user's.
+            assert line.count(store.key_prefix) == line.count(own), line
+
+
+async def test_search_in_small_pages_agrees_with_the_memory_store(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny ``search_tasks`` and conversation pages (so that every resume path runs)
+    give the memory store's hits, page after page."""
+    monkeypatch.setattr(store_module, "SEARCH_GROUP", 2)
+    monkeypatch.setattr(store_module, "SEARCH_TASKS", 3)
+    monkeypatch.setattr(store_module, "SEARCH_BYTES", 300)
+    now = now_ms()
+    rng = random.Random(11)
+    vocabulary = ["deploy", "deployment", "app", "apple", "Δέλτα", "日本語", "plan"]
+    memory = MemoryStore()
+    for user in ("searcher", "other"):
+        for c in range(7):
+            name = rng.choice([None, "deploy plan", "app", "Δέλτα deploy deploy"])
+            expires = now - 1 if c == 5 else None
+            record = conversation(
+                f"{user}-{c}", user, at=now - c, expires=expires, name=name, pinned=c == 2
+            )
+            for target in (store, memory):
+                await target.insert_session(record)
+            for t in range(rng.randint(0, 8)):
+                words = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(1, 6)))
+                item = task(f"t{c}-{t}", record.id, user, at=now - rng.randint(0, 3), message=words)
+                for target in (store, memory):
+                    await target.save_task(item)
+    recorded = Scripts(store, monkeypatch)
+    for text in ("deploy", "dep app", "app", "δέλ", "日本", "plan deploy", "nothing"):
+        query = SearchQuery(text, parse_query(text))
+        for limit in (1, 4, 100):
+            pages: dict[str, list[SearchHit]] = {}
+            for name, target in (("redis", store), ("memory", memory)):
+                found: list[SearchHit] = []
+                after = None
+                while True:
+                    page = await target.search("searcher", query, now, limit, after)
+                    found += page
+                    if len(page) < limit:
+                        break
+                    after = page[-1].sort_key
+                pages[name] = found
+            assert pages["redis"] == pages["memory"], (text, limit)
+            assert all(hit.session_id.startswith("searcher-") for hit in pages["redis"])
+            assert all(hit.session_id != "searcher-5" for hit in pages["redis"])  # expired
+    calls = [name for name, _ in recorded.calls]
+    assert calls.count("search_tasks") > calls.count("list_sessions") > 7
+
+
+async def test_pinning_rescores_the_tasks_for_retention(store: RedisStore, raw: Redis) -> None:
+    now = now_ms()
+    user = "pinner"
+    await store.insert_session(conversation("kept", user, at=now - 60 * DAY))
+    for t in range(5):
+        await store.save_task(task(f"t{t}", "kept", user, at=now - 40 * DAY - t))
+    u_key = UserKeys.of(store.key_prefix, user).fixed[5]
+    scores = dict(await raw.zrange(u_key, 0, -1, withscores=True))
+    assert sorted(scores.values()) == [now - 40 * DAY - t for t in range(4, -1, -1)]
+    cut = Cutoffs(now, now - 10 * DAY, None, now - 30 * DAY)
+
+    pinned = await store.update_session(user, "kept", now, None, pinned=True)
+    assert pinned is not None
+    assert pinned.pinned
+    assert pinned.updated_time == now - 60 * DAY  # pinning is not an update
+    assert set(dict(await raw.zrange(u_key, 0, -1, withscores=True)).values()) == {float("inf")}
+    await store.save_task(task("t-new", "kept", user, at=now - 20 * DAY))
+    assert await raw.zscore(u_key, "kept\0t-new") == float("inf")
+    for rule in ("chat_tasks", "idle_sessions"):
+        assert await store.count_prunable(rule, cut) == 0
+    # One batch, even with a limit below the pinned tasks: none is a candidate.
+    assert await store.prune_batch("chat_tasks", cut, None, 1) == (0, None)
+    # The idle rule looks at the pinned conversation (a candidate by its times) and keeps it.
+    assert await store.prune_batch("idle_sessions", cut, None, 1) == (0, ANY)
+    assert await store.prune_batch("idle_sessions", cut, None, 2) == (0, None)
+    assert (await store._dump())["problems"] == []
+
+    await store.update_session(user, "kept", now, None, pinned=False)
+    restored = dict(await raw.zrange(u_key, 0, -1, withscores=True))
+    assert restored == {**scores, "kept\0t-new": float(now - 20 * DAY)}
+    assert (await store._dump())["problems"] == []
+    assert await store.count_prunable("chat_tasks", cut) == 6
+    assert await store.count_prunable("idle_sessions", cut) == 1
+    assert (await prune_all(store, "chat_tasks", cut, 2))[0] == 6
+    assert await store.count_prunable("idle_sessions", cut) == 1
+
+
 # Retention across many users, against the memory store
 
 
@@ -869,7 +1028,10 @@ def population(
             updated = now - rng.choice([1, 5, 20, 40, 60]) * DAY
             viewed = rng.choice([None, now - DAY, now - 50 * DAY])
             expires = rng.choice([None, None, now - 3 * DAY, now + DAY])
-            sessions.append(conversation(sid, user, at=updated, viewed=viewed, expires=expires))
+            pinned = (u + c) % 4 == 0  # kept by the idle and chat-task rules
+            sessions.append(
+                conversation(sid, user, at=updated, viewed=viewed, expires=expires, pinned=pinned)
+            )
             for t in range(rng.randint(0, 3)):
                 at = now - rng.choice([0, 2, 12, 45]) * DAY - t
                 tasks.append(task(f"t-{u}-{c}-{t}", sid, user, at=at))
@@ -927,14 +1089,7 @@ async def test_retention_batches_walk_many_users_and_agree_with_the_memory_store
     for rule in RULES:
         expected = await memory.count_prunable(rule, cut)
         assert await store.count_prunable(rule, cut) == expected, rule
-        deleted, batches, position = 0, 0, None
-        while True:
-            count, position = await store.prune_batch(rule, cut, position, 3)
-            assert count <= 3
-            deleted += count
-            batches += 1
-            if position is None:
-                break
+        deleted, batches = await prune_all(store, rule, cut, 3)
         assert deleted == (await memory.prune_batch(rule, cut, None, 3))[0], rule
         assert batches >= deleted / 3
         assert await everything(store, users, now) == await everything(memory, users, now), rule

@@ -1,13 +1,13 @@
 """One statement and one network round trip per hot call, on PostgreSQL and MariaDB.
 
 The hot calls are what every chat request makes: reading a conversation, its latest
-turns or its history, the user's conversations, its state; saving a task; writing the
-state. Each is counted twice: the statements SQLAlchemy executes (a
-``before_cursor_execute`` listener) and the writes to the database's socket (a counter
-on asyncio's socket transport: each is a request the client then waits for). No
-pre-ping, no BEGIN/COMMIT of its own. Saving a task on MariaDB is one transaction
-(BEGIN, the conversation's touch, the upsert, COMMIT) sent as one request: one round
-trip.
+turns or its history, the user's conversations (all, or the pinned ones), its state;
+saving a task; writing the state; a search, first page or later. Each is counted
+twice: the statements SQLAlchemy executes (a ``before_cursor_execute`` listener) and
+the writes to the database's socket (a counter on asyncio's socket transport: each is
+a request the client then waits for). No pre-ping, no BEGIN/COMMIT of its own.
+Saving a task on MariaDB is one transaction (BEGIN, the conversation's touch, the
+upsert, COMMIT) sent as one request: one round trip.
 """
 
 from __future__ import annotations
@@ -79,16 +79,29 @@ async def test_one_statement_and_one_round_trip_per_hot_call(
         conversation = await service.create_session(user)
         sid = conversation.id
         for number in range(30):
-            await service.save_task(user, sid, f"t{number}", message_bubbles=[{"n": number}])
+            await service.save_task(
+                user,
+                sid,
+                f"t{number}",
+                user_message=f"note {number}",
+                message_bubbles=[{"n": number}],
+            )
         state = await service.state(user, sid)
         await state.set("seen", 1)
         first = await service.list_tasks(user, sid, limit=10)
         latest = await service.list_tasks(user, sid, limit=10, newest_first=True)
+        found = await service.search(user, "note", limit=10)
         assert first.next_cursor
         assert latest.next_cursor
+        assert found.next_cursor
         calls: dict[str, Callable[[], Awaitable[Any]]] = {
             "get_session": lambda: service.get_session(user, sid),
             "list_sessions": lambda: service.list_sessions(user, limit=20),
+            "list_sessions (pinned)": lambda: service.list_sessions(user, limit=20, pinned=True),
+            "search": lambda: service.search(user, "note", limit=10),
+            "search, page 2": lambda: service.search(
+                user, "note", limit=10, cursor=found.next_cursor
+            ),
             "list_tasks": lambda: service.list_tasks(user, sid, limit=20),
             "list_tasks, page 2": lambda: service.list_tasks(
                 user, sid, limit=10, cursor=first.next_cursor

@@ -89,6 +89,9 @@ async def test_a_prefixed_store_lives_beside_the_apps_sessions_table(
             ours = {f"{PREFIX}{name}" for name in ("sessions", "chat_tasks", "feedback")}
             ours |= {f"{PREFIX}agentsession_leases", f"{PREFIX}agentsession_alembic_version"}
             ours.add(f"{PREFIX}agentsession_revocations")
+            if sql_backend == "sqlite":  # the search index: an FTS5 table and its shadow tables
+                fts = f"{PREFIX}chat_tasks_search"
+                ours |= {fts, *(f"{fts}_{part}" for part in ("config", "data", "docsize", "idx"))}
             where = f"{SCHEMA}." if schema else ""
             app = "public.sessions" if schema else "sessions"
             assert await _catalogue(store) == {app, *(where + name for name in ours)}

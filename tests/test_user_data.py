@@ -125,3 +125,45 @@ async def test_erase_revokes_the_user(service: SessionService) -> None:
     await service.erase_user(user)
     found = await service.list_revocations(0)
     assert any(item.kind == "user" and item.subject == user for item in found)
+
+
+async def test_pinned_conversations_survive_export_erase_import(make_service: MakeService) -> None:
+    service = await make_service()
+    user = new_user()
+    await _fill(service, user, conversations=3)
+    pinned = (await service.list_sessions(user)).items[1].id
+    await service.pin_session(user, pinned)
+    document = await _export(service, user)
+    flags = {item["id"]: item["pinned"] for item in document["conversations"]}
+    assert flags == {item_id: item_id == pinned for item_id in flags}
+
+    await service.erase_user(user)
+    assert tuple(await service.import_user(json.dumps(document))) == (3, 12, 6)
+    assert [item.id for item in (await service.list_sessions(user, pinned=True)).items] == [pinned]
+    assert len((await service.list_sessions(user, pinned=False)).items) == 2
+    assert _rows(await _export(service, user)) == _rows(document)
+
+
+async def test_a_document_without_pinned_imports_unpinned(service: SessionService) -> None:
+    """Documents written before ``pinned`` existed still import: every conversation
+    unpinned. A ``pinned`` that is not true or false is refused, naming the field."""
+    user = new_user()
+    await _fill(service, user, conversations=2)
+    await service.pin_session(user, (await service.list_sessions(user)).items[0].id)
+    document = await _export(service, user)
+    await service.erase_user(user)
+
+    wrong = json.loads(json.dumps(document))
+    wrong["conversations"][1]["pinned"] = "yes"
+    with pytest.raises(InvalidInput) as raised:
+        await service.import_user(wrong)
+    assert raised.value.field == "conversations[1].pinned"
+    assert (await service.list_sessions(user)).items == []
+
+    for item in document["conversations"]:
+        del item["pinned"]
+    await service.import_user(document)
+    listed = (await service.list_sessions(user)).items
+    assert len(listed) == 2
+    assert not any(item.pinned for item in listed)
+    assert (await service.list_sessions(user, pinned=True)).items == []

@@ -5,6 +5,11 @@
 
 const API = "/api/v1";
 const PAGE_SIZE = 100;
+// Search as the user types, once they pause this long (milliseconds).
+const SEARCH_DELAY_MS = 250;
+const SEARCH_PAGE_SIZE = 20;
+// A word as the server reads one: letters and digits (agentsession.search.words).
+const WORD = /[\p{L}\p{N}]+/gu;
 // A reply still pending after this long was interrupted (the server stopped mid-reply).
 const PENDING_TIMEOUT_MS = 60_000;
 
@@ -66,11 +71,13 @@ async function everything(path) {
 }
 
 const state = {
-  conversations: [],
+  conversations: [], // pinned ones first, each part most recently updated first
   currentId: null,
   tasks: [],
   ratings: new Map(), // taskId -> "up" | "down"
   pendingReload: null,
+  found: null, // the search result opened: { taskId, terms, reveal }
+  search: { query: "", results: [], cursor: null, timer: null, serial: 0 },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -137,8 +144,13 @@ async function attempt(action) {
 
 // Loading from the server.
 
+/** The sidebar's list: the pinned conversations, then the others. */
 async function loadConversations() {
-  state.conversations = await everything(`${API}/sessions`);
+  const [pinned, others] = await Promise.all([
+    everything(`${API}/sessions?pinned=true`),
+    everything(`${API}/sessions?pinned=false`),
+  ]);
+  state.conversations = [...pinned, ...others];
   render(); // the title is the current conversation's name, which the list holds
 }
 
@@ -191,16 +203,21 @@ async function loadHistory() {
 
 async function newConversation(name) {
   const created = await call("POST", `${API}/sessions`, name ? { name } : {});
-  state.conversations.unshift(created);
+  state.conversations = sorted([created, ...state.conversations]);
   state.currentId = created.id; // POST /sessions makes it the current one
   state.tasks = [];
   state.ratings = new Map();
+  state.found = null;
   render();
   return created;
 }
 
 async function switchTo(id) {
-  if (id === state.currentId) return;
+  state.found = null;
+  if (id === state.currentId) {
+    render();
+    return;
+  }
   await call("PUT", `${API}/session/current`, { sessionId: id });
   state.currentId = id;
   await loadHistory();
@@ -209,6 +226,106 @@ async function switchTo(id) {
 async function rename(id, name) {
   const renamed = await call("PATCH", `${API}/sessions/${encodeURIComponent(id)}`, { name });
   replaceConversation(renamed);
+}
+
+async function setPinned(id, pinned) {
+  const changed = await call("PATCH", `${API}/sessions/${encodeURIComponent(id)}`, { pinned });
+  replaceConversation(changed);
+}
+
+// Search: the user's conversations and messages, as the server finds them.
+
+/** The words of a query, as the server reads them (it is the judge: this only marks). */
+function termsOf(text) {
+  return (text.match(WORD) || []).map((word) => word.toLowerCase());
+}
+
+/** Search once the user pauses typing; an empty box shows the conversations again. */
+function scheduleSearch() {
+  clearTimeout(state.search.timer);
+  const query = $("search").value.trim();
+  if (!query) {
+    closeSearch();
+    return;
+  }
+  state.search.timer = setTimeout(() => attempt(() => runSearch(query)), SEARCH_DELAY_MS);
+}
+
+/** The first page of results for ``query`` (or, with ``more``, the next page). */
+async function runSearch(query, more = false) {
+  const serial = ++state.search.serial; // an older query's late answer is dropped
+  $("search-results").hidden = false;
+  $("conversation-list").hidden = true;
+  if (termsOf(query).length === 0) {
+    showResults(query, [], null, "Type a word (letters or digits) to search for.");
+    return;
+  }
+  const params = new URLSearchParams({ q: query, limit: String(SEARCH_PAGE_SIZE) });
+  if (more && state.search.cursor) params.set("cursor", state.search.cursor);
+  let page;
+  try {
+    page = await call("GET", `${API}/search?${params}`);
+  } catch (error) {
+    if (error.status !== 422 || error.field !== "q") throw error;
+    if (serial === state.search.serial) showResults(query, [], null, error.message);
+    return;
+  }
+  if (serial !== state.search.serial) return;
+  const results = more ? [...state.search.results, ...page.data] : page.data;
+  showResults(query, results, page.meta.nextCursor);
+}
+
+function showResults(query, results, cursor, message) {
+  Object.assign(state.search, { query, results, cursor });
+  $("results").replaceChildren(...results.map((result) => resultItem(result, query)));
+  $("more-results").hidden = !cursor;
+  const count = results.length === 1 ? "1 result" : `${results.length}${cursor ? "+" : ""} results`;
+  $("search-status").textContent = message || (results.length ? count : `Nothing found for “${query}”.`);
+}
+
+function closeSearch() {
+  clearTimeout(state.search.timer);
+  state.search.serial += 1;
+  Object.assign(state.search, { query: "", results: [], cursor: null });
+  $("results").replaceChildren();
+  $("search-results").hidden = true;
+  $("conversation-list").hidden = false;
+}
+
+/** One result: a button that opens the conversation at the message that matched. */
+function resultItem(result, query) {
+  const item = element("li", "result");
+  const open = element("button", "open-result");
+  open.type = "button";
+  open.dataset.sessionId = result.sessionId;
+  if (result.taskId) open.dataset.taskId = result.taskId;
+  const name = result.sessionName || "New conversation";
+  if (result.taskId === null) {
+    // The name matched: the name, its words marked, is the title.
+    open.append(marked("result-title", result.snippet), element("span", "result-kind", "Conversation"));
+  } else {
+    open.append(element("span", "result-title", name), marked("snippet", result.snippet));
+  }
+  open.addEventListener("click", () => attempt(() => openResult(result, query)));
+  item.append(open);
+  return item;
+}
+
+/** A span of snippet parts, the matched words as <mark> elements (all of it as text). */
+function marked(className, parts) {
+  const span = element("span", className);
+  span.append(...parts.map((part) => (part.match ? element("mark", "", part.text) : document.createTextNode(part.text))));
+  return span;
+}
+
+async function openResult(result, query) {
+  await switchTo(result.sessionId);
+  const { taskId } = result;
+  if (taskId && !state.tasks.some((task) => task.taskId === taskId)) {
+    await loadHistory(); // the current conversation, since grown on another device
+  }
+  state.found = taskId ? { taskId, terms: termsOf(query), reveal: true } : null;
+  render();
 }
 
 async function remove(id) {
@@ -222,6 +339,7 @@ async function remove(id) {
 }
 
 async function send(text) {
+  state.found = null;
   let conversation = currentConversation();
   if (!conversation) {
     conversation = await newConversation(titleFrom(text));
@@ -257,8 +375,18 @@ function currentConversation() {
 }
 
 function replaceConversation(conversation) {
-  state.conversations = state.conversations.map((item) => (item.id === conversation.id ? conversation : item));
+  state.conversations = sorted(state.conversations.map((item) => (item.id === conversation.id ? conversation : item)));
   render();
+}
+
+/** The server's order: pinned first, then the most recently updated, then by id. */
+function sorted(conversations) {
+  return [...conversations].sort(
+    (a, b) =>
+      Number(b.pinned) - Number(a.pinned) ||
+      b.updatedTime - a.updatedTime ||
+      (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+  );
 }
 
 function titleFrom(text) {
@@ -291,11 +419,21 @@ function renderSidebar() {
 function conversationItem(conversation) {
   const item = element("li", "conversation");
   item.dataset.id = conversation.id;
+  if (conversation.pinned) item.classList.add("pinned");
   if (conversation.id === state.currentId) item.setAttribute("aria-current", "true");
   const open = element("button", "open", conversation.name || "New conversation");
   open.type = "button";
   if (!conversation.name) open.classList.add("untitled");
   open.addEventListener("click", () => attempt(() => switchTo(conversation.id)));
+  const pinButton = iconButton("icon pin", "pin", "Pin");
+  pinButton.title = conversation.pinned ? "Unpin" : "Pin to the top";
+  pinButton.setAttribute("aria-pressed", String(Boolean(conversation.pinned)));
+  pinButton.addEventListener("click", () => attempt(async () => {
+    await setPinned(conversation.id, !conversation.pinned);
+    // The list was drawn anew: keep the keyboard on this conversation's pin.
+    const again = document.querySelector(`.conversation[data-id="${CSS.escape(conversation.id)}"] .pin`);
+    if (again) again.focus();
+  }));
   const renameButton = iconButton("icon rename", "rename", "Rename");
   renameButton.addEventListener("click", () => startRename(item, conversation));
   const deleteButton = iconButton("icon delete", "delete", "Delete");
@@ -304,7 +442,7 @@ function conversationItem(conversation) {
     if (!window.confirm(`Delete “${name}” and all its messages?`)) return;
     attempt(() => remove(conversation.id));
   });
-  item.append(open, renameButton, deleteButton);
+  item.append(open, pinButton, renameButton, deleteButton);
   return item;
 }
 
@@ -350,6 +488,16 @@ function renderMessages() {
   $("empty").textContent = conversation
     ? "No messages yet. Say hello to the agent."
     : "Type a message below to start a conversation.";
+  const found = state.found && list.querySelector(".turn.found");
+  if (found) {
+    if (state.found.reveal) {
+      // Once, when opened from a search: the message in view, and the keyboard on it.
+      state.found.reveal = false;
+      found.scrollIntoView({ block: "center" });
+      found.focus({ preventScroll: true });
+    }
+    return; // stay where the user is reading
+  }
   const scroller = list.parentElement;
   scroller.scrollTop = scroller.scrollHeight;
 }
@@ -357,7 +505,13 @@ function renderMessages() {
 function turn(task) {
   const item = element("li", "turn");
   if (task.taskId) item.dataset.taskId = task.taskId;
-  if (task.userMessage) item.append(element("div", "bubble user", task.userMessage));
+  const terms = state.found && task.taskId === state.found.taskId ? state.found.terms : null;
+  if (terms) {
+    item.classList.add("found");
+    item.tabIndex = -1;
+    item.setAttribute("aria-label", "The message found by your search");
+  }
+  if (task.userMessage) item.append(highlighted("div", "bubble user", task.userMessage, terms));
   if (isPending(task)) {
     const text = isInterrupted(task) ? "No reply: the agent was interrupted." : "The agent is typing…";
     item.append(element("div", "bubble agent pending", text));
@@ -365,10 +519,25 @@ function turn(task) {
   }
   const reply = element("div", "bubble agent");
   const bubbles = Array.isArray(task.messageBubbles) ? task.messageBubbles : [];
-  reply.append(element("div", "reply-text", bubbles.map(bubbleText).join("\n\n")));
+  reply.append(highlighted("div", "reply-text", bubbles.map(bubbleText).join("\n\n"), terms));
   reply.append(feedbackButtons(task));
   item.append(reply);
   return item;
+}
+
+/** ``text`` in an element, the words that start with one of ``terms`` as <mark>s. */
+function highlighted(tag, className, text, terms) {
+  if (!terms || terms.length === 0) return element(tag, className, text);
+  const node = element(tag, className);
+  let at = 0;
+  for (const match of text.matchAll(WORD)) {
+    const word = match[0].toLowerCase();
+    if (!terms.some((term) => word.startsWith(term))) continue;
+    node.append(document.createTextNode(text.slice(at, match.index)), element("mark", "", match[0]));
+    at = match.index + match[0].length;
+  }
+  node.append(document.createTextNode(text.slice(at)));
+  return node;
 }
 
 function bubbleText(bubble) {
@@ -389,6 +558,17 @@ function feedbackButtons(task) {
 }
 
 // Wiring.
+
+/** Up and Down move between the results (Up from the first goes back to the box). */
+function moveAmongResults(event) {
+  if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+  const buttons = [...$("results").querySelectorAll(".open-result")];
+  const index = buttons.indexOf(document.activeElement);
+  if (index < 0) return;
+  event.preventDefault();
+  const next = event.key === "ArrowDown" ? buttons[index + 1] : buttons[index - 1] || $("search");
+  if (next) next.focus();
+}
 
 function submit() {
   const box = $("message");
@@ -429,6 +609,26 @@ document.addEventListener("DOMContentLoaded", () => {
     $("message").focus();
   }));
   $("error-dismiss").addEventListener("click", clearError);
+  $("search").addEventListener("input", scheduleSearch);
+  $("search").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      $("search").value = "";
+      closeSearch();
+    } else if (event.key === "Enter") {
+      event.preventDefault(); // search now, without waiting for the pause
+      clearTimeout(state.search.timer);
+      const query = $("search").value.trim();
+      if (query) attempt(() => runSearch(query));
+    } else if (event.key === "ArrowDown") {
+      const first = $("results").querySelector(".open-result");
+      if (first) {
+        event.preventDefault();
+        first.focus();
+      }
+    }
+  });
+  $("results").addEventListener("keydown", moveAmongResults);
+  $("more-results").addEventListener("click", () => attempt(() => runSearch(state.search.query, true)));
   $("logout-everywhere").addEventListener("click", () => attempt(logoutEverywhere));
   $("delete-data").addEventListener("click", () => {
     if (window.confirm("Delete every conversation, message and rating of yours?")) {

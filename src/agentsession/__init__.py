@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from agentsession.persistence import Persistence
     from agentsession.retention import PruneReport, RetentionScheduler, prune
     from agentsession.revocation import logout, logout_everywhere
-    from agentsession.service import SessionService, SessionState
+    from agentsession.service import SearchResult, SessionService, SessionState
     from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
 
 __version__ = "0.1.0"
@@ -63,6 +63,7 @@ _LAZY = {
     "prune": "agentsession.retention",
     "logout": "agentsession.revocation",
     "logout_everywhere": "agentsession.revocation",
+    "SearchResult": "agentsession.service",
     "SessionService": "agentsession.service",
     "SessionState": "agentsession.service",
     "FeedbackRecord": "agentsession.stores.base",
@@ -83,6 +84,7 @@ __all__ = [
     "Persistence",
     "PruneReport",
     "RetentionScheduler",
+    "SearchResult",
     "Session",
     "SessionMiddleware",
     "SessionNotFound",

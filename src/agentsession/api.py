@@ -1,9 +1,10 @@
 """sessions_router(): the HTTP API a chat UI needs, as one router.
 
-Conversations, their chat history, feedback and the caller's web session, in camelCase
-JSON, for the user ``identity`` resolves. Every route is a plain Starlette endpoint, so
-the router works under ``Mount`` in any Starlette app; where FastAPI is installed it is
-an ``APIRouter`` whose routes appear in the app's OpenAPI document. Errors are
+Conversations (pinned or not), their chat history, search over both, feedback and the
+caller's web session, in camelCase JSON, for the user ``identity`` resolves. Every
+route is a plain Starlette endpoint, so the router works under ``Mount`` in any
+Starlette app; where FastAPI is installed it is an ``APIRouter`` whose routes appear
+in the app's OpenAPI document. Errors are
 ``{"error": {"code", "message", "field"?}}``; bad input never reaches the store.
 """
 
@@ -33,7 +34,7 @@ from agentsession.http_errors import ApiError, error_response, install_error_han
 from agentsession.identity import UserResolver, resolve_user
 from agentsession.openapi import OPERATIONS, response_models
 from agentsession.revocation import logout, logout_everywhere, revocations_of
-from agentsession.service import SessionService
+from agentsession.service import SearchResult, SessionService
 from agentsession.stores.base import FeedbackRecord, Page, SessionRecord, TaskRecord
 
 if TYPE_CHECKING:
@@ -175,7 +176,8 @@ class _Handlers:
     async def list_sessions(self, request: Request) -> Response:
         service, user = await self._context(request)
         limit, cursor = _paging(request)
-        page = await service.list_sessions(user, limit=limit, cursor=cursor)
+        pinned = _flag(request.query_params.get("pinned"), "pinned")
+        page = await service.list_sessions(user, limit=limit, cursor=cursor, pinned=pinned)
         return _page(page, _session)
 
     async def create_session(self, request: Request) -> Response:
@@ -196,10 +198,21 @@ class _Handlers:
         return JSONResponse(_session(record))
 
     async def rename_session(self, request: Request) -> Response:
+        """Rename, pin or unpin: ``name`` and ``pinned``, either or both, in one write."""
         service, user = await self._context(request)
-        body = await self._body(request, ("name",), required=("name",))
-        name = _optional_str(body, "name")
-        record = await service.rename_session(user, _session_id(request), name)
+        body = await self._body(request, ("name", "pinned"))
+        if not body:
+            raise _invalid("name", "is required unless pinned is given")
+        pinned = body.get("pinned")
+        if "pinned" in body and not isinstance(pinned, bool):
+            raise _invalid("pinned", f"must be true or false, not {_kind(pinned)}")
+        session_id = _session_id(request)
+        if "name" in body:
+            name = _optional_str(body, "name")
+            record = await service.rename_session(user, session_id, name, pinned=pinned)
+        else:
+            assert isinstance(pinned, bool)  # the body has a name, or pinned, or both
+            record = await service.pin_session(user, session_id, pinned)
         return JSONResponse(_session(record))
 
     async def delete_session(self, request: Request) -> Response:
@@ -249,6 +262,17 @@ class _Handlers:
             viewed=True,
         )
         return JSONResponse(task_json(record))
+
+    # Search
+
+    async def search(self, request: Request) -> Response:
+        service, user = await self._context(request)
+        limit, cursor = _paging(request)
+        query = request.query_params.get("q")
+        if query is None:
+            raise _invalid("q", "is required: the words to search for")
+        page = await service.search(user, query, limit=limit, cursor=cursor)
+        return _page(page, _search_result)
 
     # Feedback
 
@@ -465,6 +489,15 @@ def _paging(request: Request) -> tuple[int, str | None]:
     return limit, query.get("cursor")
 
 
+def _flag(text: str | None, field: str) -> bool | None:
+    """A query parameter's ``true`` or ``false``; None when absent."""
+    if text is None:
+        return None
+    if text not in ("true", "false"):
+        raise _invalid(field, f"must be true or false, not {_printable(text)!r}")
+    return text == "true"
+
+
 def _instant(text: str | None, field: str) -> int | None:
     """Epoch milliseconds from an integer or an ISO 8601 date or date-time (UTC if naive)."""
     if text is None or text == "":
@@ -547,6 +580,7 @@ def _session(record: SessionRecord) -> dict[str, Any]:
         "updatedTime": record.updated_time,
         "lastViewedAt": record.last_viewed_at,
         "expiresAt": record.expires_at,
+        "pinned": record.pinned,
     }
 
 
@@ -560,6 +594,17 @@ def task_json(record: TaskRecord) -> dict[str, Any]:
         "taskMetadata": record.task_metadata,
         "createdTime": record.created_time,
         "updatedTime": record.updated_time,
+    }
+
+
+def _search_result(result: SearchResult) -> dict[str, Any]:
+    return {
+        "sessionId": result.session_id,
+        "sessionName": result.session_name,
+        "taskId": result.task_id,
+        "snippet": [{"text": text, "match": match} for text, match in result.snippet],
+        "rank": result.rank,
+        "time": result.time,
     }
 
 

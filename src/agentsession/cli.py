@@ -176,7 +176,11 @@ def _store(config: AgentSessionConfig) -> SqlStore:
     """The configured SQL store (its table prefix and schema too), not started; one connection."""
     service = config.session_service
     return SqlStore(
-        _url(config), pool_size=1, table_prefix=service.table_prefix, schema=service.schema
+        _url(config),
+        pool_size=1,
+        table_prefix=service.table_prefix,
+        schema=service.schema,
+        search_language=service.search_language,
     )
 
 
@@ -210,7 +214,8 @@ async def _migrate(config: AgentSessionConfig, args: argparse.Namespace) -> int:
     engine = store.engine
     try:
         before = await current_revision(engine, store.tables)
-        applied = await migrate(engine, store.tables)
+        await store.check_language()
+        applied = await migrate(engine, store.tables, search_language=store.search_language)
     finally:
         await engine.dispose()
     head = await asyncio.to_thread(head_revision)

@@ -25,6 +25,7 @@ __all__ = [
     "ServiceConfig",
     "check_prefix",
     "check_schema",
+    "check_search_language",
     "check_table_name",
     "config_from_mapping",
     "cookie_config",
@@ -83,6 +84,9 @@ class ServiceConfig:
     table_name: str | None = None
     endpoint_url: str | None = None
     region: str | None = None
+    #: PostgreSQL only: the text search configuration that search indexes and parses
+    #: with (``simple``: no stemming, so ids and code are found as written).
+    search_language: str = "simple"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,6 +328,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, _Raw]:
     for var, key in (
         ("SESSION_TABLE_PREFIX", "table_prefix"),
         ("SESSION_DATABASE_SCHEMA", "schema"),
+        ("SESSION_SEARCH_LANGUAGE", "search_language"),
         *DYNAMODB_ENV.items(),
     ):
         if (text := get(var)) is not None:
@@ -378,6 +383,7 @@ def is_redis_url(url: str) -> bool:
 #: The longest table prefix: every name built from it (``fk_<p>feedback_task_id_<p>
 #: chat_tasks`` is the longest) stays within PostgreSQL's 63 and MySQL's 64 characters.
 MAX_PREFIX_LENGTH = 16
+_SEARCH_LANGUAGE = re.compile(r"(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}")
 _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -394,6 +400,20 @@ def check_prefix(prefix: object, setting: str = "session_service.table_prefix") 
             f"{MAX_PREFIX_LENGTH} (index names built from it must fit the database's limit)"
         )
     return prefix
+
+
+def check_search_language(
+    language: object, setting: str = "session_service.search_language"
+) -> str:
+    """``language`` if it can name a PostgreSQL text search configuration
+    (``simple``, ``english``, ``pg_catalog.german``...), else ``ConfigError``."""
+    if not isinstance(language, str) or not _SEARCH_LANGUAGE.fullmatch(language):
+        raise ConfigError(
+            f"{setting}: {language!r} is not a text search configuration name; use "
+            "lowercase letters, digits and '_' (e.g. 'simple', 'english'), optionally "
+            "after a schema and a dot"
+        )
+    return language
 
 
 def check_schema(schema: object, setting: str = "session_service.schema") -> str | None:
@@ -684,6 +704,7 @@ _SECTIONS: dict[str, dict[str, _Parser]] = {
         "table_name": lambda v, k: check_table_name(v, k),
         "endpoint_url": _endpoint_url,
         "region": _region,
+        "search_language": lambda v, k: check_search_language(v, k),
     },
     "data_retention": {
         "enabled": _bool,

@@ -6,16 +6,18 @@
      "userId": "...", "exportedAt": <epoch ms>,
      "conversations": [
         {"id", "clientId", "name", "agentId", "createdTime", "updatedTime",
-         "lastViewedAt", "expiresAt", "state": {...}, "stateVersion": <int>,
+         "lastViewedAt", "expiresAt", "pinned", "state": {...}, "stateVersion": <int>,
          "chatTasks": [{"id", "userMessage", "messageBubbles", "taskMetadata",
                         "createdTime", "updatedTime"}, ...]}, ...],
      "feedback": [{"id", "sessionId", "taskId", "rating", "comment", "createdTime"}, ...]}
 
 Every row of the user is in it (conversations past their TTL that are not yet
 pruned too), with ids and times as stored, so ``import_user`` gives back the same
-rows. ``write_document`` produces it page by page from the store: memory stays
-bounded by a page, whatever the user's number of tasks. ``read_document`` checks
-a parsed document and turns it into the rows ``Store.import_rows`` takes.
+rows. ``pinned`` (true or false) was added after version 1 was first written: a
+document without it imports its conversations unpinned. ``write_document``
+produces it page by page from the store: memory stays bounded by a page, whatever
+the user's number of tasks. ``read_document`` checks a parsed document and turns it
+into the rows ``Store.import_rows`` takes.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def _conversation_head(item: StoredSession) -> str:
         "updatedTime": record.updated_time,
         "lastViewedAt": record.last_viewed_at,
         "expiresAt": record.expires_at,
+        "pinned": record.pinned,
     }
     text = dump_json(head)[:-1]
     return f'{text},"state":{item.state_json},"stateVersion":{item.version},"chatTasks":['
@@ -204,6 +207,7 @@ def read_document(
                 item.get("lastViewedAt"), "optional_time", f"{where}.lastViewedAt"
             ),
             expires_at=check(item.get("expiresAt"), "optional_time", f"{where}.expiresAt"),
+            pinned=_flag(item.get("pinned", False), f"{where}.pinned"),
         )
         version = check(item.get("stateVersion", 0), "int", f"{where}.stateVersion")
         sessions.append(StoredSession(record, dump_json(state), version))
@@ -256,6 +260,13 @@ def read_document(
     if len({item.id for item in feedback}) != len(feedback):
         raise InvalidInput("feedback", "an id appears twice")
     return UserRows(owner, sessions, tasks, feedback)
+
+
+def _flag(value: Any, where: str) -> bool:
+    """A true/false field (an absent one was read as false by the caller)."""
+    if not isinstance(value, bool):
+        raise InvalidInput(where, f"must be true or false, not {value!r:.80}")
+    return value
 
 
 def _array(parent: Mapping[str, Any], key: str, where: str = "") -> list[Any]:

@@ -46,6 +46,7 @@ FIELDS: Final = {
     "comment": "feedbackText",
     "user_id": "user",
     "client_id": "clientId",
+    "query": "q",
 }
 
 

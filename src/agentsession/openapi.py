@@ -2,8 +2,9 @@
 
 FastAPI merges each operation into the app's own ``/openapi.json``; a plain Starlette
 app serves ``openapi_document()``. The responses refer to named component schemas
-(``Conversation``, ``ChatTask``, ``Feedback``, their pages, ``CurrentSession``,
-``Error``, ``Health``, ``UserExport``: ``SCHEMAS``), so that generated clients get
+(``Conversation``, ``ChatTask``, ``Feedback``, ``SearchResult`` with its
+``SnippetPart``, their pages, ``CurrentSession``, ``Error``, ``Health``,
+``UserExport``: ``SCHEMAS``), so that generated clients get
 named types; under FastAPI they reach the app's ``components`` as pydantic models
 (``response_models()``) whose JSON schema is exactly the written one.
 """
@@ -15,8 +16,18 @@ import functools
 from typing import Any, Final, cast
 
 from agentsession.common import API_DEFAULT_PAGE_SIZE, API_MAX_PAGE_SIZE, ID_LENGTH, NAME_LENGTH
+from agentsession.search import MAX_QUERY_LENGTH
 
 __all__ = ["OPERATIONS", "SCHEMAS", "openapi_document", "response_models"]
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
 
 _ID: Final = {"type": "string", "minLength": 1, "maxLength": ID_LENGTH}
 _NAME: Final = {"type": ["string", "null"], "maxLength": NAME_LENGTH}
@@ -24,10 +35,14 @@ _OPTIONAL_ID: Final = {"type": ["string", "null"], "minLength": 1, "maxLength": 
 _TIME: Final = {"type": "integer", "description": "epoch milliseconds"}
 _OPTIONAL_TIME: Final = {"type": ["integer", "null"], "description": "epoch milliseconds"}
 _RATING: Final = {"type": "string", "enum": ["up", "down"]}
+_PINNED: Final = {
+    "type": "boolean",
+    "description": "kept by retention's idle and chat-task rules; a sidebar lists these first",
+}
 
 _SESSION: Final = {
     "type": "object",
-    "required": ["id", "name", "agentId", "createdTime", "updatedTime", "lastViewedAt"],
+    "required": ["id", "name", "agentId", "createdTime", "updatedTime", "lastViewedAt", "pinned"],
     "properties": {
         "id": {"type": "string"},
         "name": {"type": ["string", "null"]},
@@ -36,6 +51,7 @@ _SESSION: Final = {
         "updatedTime": _TIME,
         "lastViewedAt": _OPTIONAL_TIME,
         "expiresAt": _OPTIONAL_TIME,
+        "pinned": _PINNED,
     },
 }
 _TASK: Final = {
@@ -61,6 +77,42 @@ _FEEDBACK: Final = {
         "feedbackType": _RATING,
         "feedbackText": {"type": ["string", "null"]},
         "createdTime": _TIME,
+    },
+}
+_SNIPPET_PART: Final = {
+    "type": "object",
+    "description": "a piece of a snippet's text; show a matched one marked, as text (never HTML)",
+    "required": ["text", "match"],
+    "properties": {
+        "text": {"type": "string"},
+        "match": {"type": "boolean", "description": "a word that matched the query"},
+    },
+}
+_SEARCH_RESULT: Final = {
+    "type": "object",
+    "description": "a conversation whose name matched (`taskId` null), or one of its chat tasks",
+    "required": ["sessionId", "sessionName", "taskId", "snippet", "rank", "time"],
+    "properties": {
+        "sessionId": {"type": "string"},
+        "sessionName": {"type": ["string", "null"]},
+        "taskId": {
+            "type": ["string", "null"],
+            "description": "the chat task that matched; null when the name did",
+        },
+        "snippet": {
+            "type": "array",
+            "items": _ref("SnippetPart"),
+            "description": "the passage around the first match, in parts",
+        },
+        "rank": {
+            "type": "number",
+            "description": "relevance, higher first; compare it only within one search",
+        },
+        "time": {
+            "type": "integer",
+            "description": "epoch milliseconds: the task's createdTime, or the "
+            "conversation's updatedTime for a name match",
+        },
     },
 }
 _CURRENT: Final = {
@@ -102,14 +154,6 @@ _ERRORS: Final = {
     "422": "A value is missing, of the wrong type or out of range; `field` names it.",
     "503": "The session store is down or timing out; retry after `Retry-After` seconds.",
 }
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _page(item: str) -> dict[str, Any]:
@@ -159,9 +203,12 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
     "Conversation": _SESSION,
     "ChatTask": _TASK,
     "Feedback": _FEEDBACK,
+    "SnippetPart": _SNIPPET_PART,
+    "SearchResult": _SEARCH_RESULT,
     "ConversationPage": _page("Conversation"),
     "ChatTaskPage": _page("ChatTask"),
     "FeedbackPage": _page("Feedback"),
+    "SearchResultPage": _page("SearchResult"),
     "CurrentSession": _CURRENT,
     "Error": _ERROR,
     "Health": _HEALTH,
@@ -169,11 +216,20 @@ SCHEMAS: Final[dict[str, dict[str, Any]]] = {
 }
 
 
-def _body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+def _body(
+    properties: dict[str, Any], required: tuple[str, ...] = (), *, at_least_one: bool = False
+) -> dict[str, Any]:
+    """A JSON object body of ``properties`` only; ``at_least_one``: any one of them."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
     if required:
         schema["required"] = list(required)
-    return {"required": bool(required), "content": _json(schema)}
+    if at_least_one:
+        schema["minProperties"] = 1
+    return {"required": bool(required) or at_least_one, "content": _json(schema)}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -243,11 +299,20 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         "list_sessions",
         200,
         _operation(
-            "The caller's conversations, most recently updated first",
+            "The caller's conversations, most recently updated first (all, or only the "
+            "pinned or unpinned ones)",
             200,
             "ConversationPage",
             "401 422 503",
-            parameters=_PAGING,
+            parameters=[
+                *_PAGING,
+                _query(
+                    "pinned",
+                    {"type": "boolean"},
+                    "true: only the pinned conversations; false: only the others; "
+                    "absent: all of them",
+                ),
+            ],
         ),
     ),
     ("/sessions", "POST"): (
@@ -276,12 +341,12 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
         "rename_session",
         200,
         _operation(
-            "Rename a conversation (null clears the name)",
+            "Rename (null clears the name), pin or unpin a conversation",
             200,
             "Conversation",
             "400 401 404 413 415 422 503",
             parameters=[_SESSION_ID_PATH],
-            body=_body({"name": _NAME}, ("name",)),
+            body=_body({"name": _NAME, "pinned": _PINNED}, at_least_one=True),
         ),
     ),
     ("/sessions/{sessionId}", "DELETE"): (
@@ -376,6 +441,30 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, int, dict[str, Any]]]] = {
                     {"type": "string"},
                     "created before: epoch milliseconds or an ISO 8601 date or date-time",
                 ),
+                *_PAGING,
+            ],
+        ),
+    ),
+    ("/search", "GET"): (
+        "search",
+        200,
+        _operation(
+            "Search the caller's conversations and chat history: name matches first, "
+            "then chat tasks by relevance, newest first among equals",
+            200,
+            "SearchResultPage",
+            "401 422 503",
+            parameters=[
+                {
+                    **_query(
+                        "q",
+                        {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_LENGTH},
+                        "the words to find, each as the start of a word (`deploy` finds "
+                        "`deployment`), all of them required; it needs a letter or digit, "
+                        "and quotes and operators are plain text",
+                    ),
+                    "required": True,
+                },
                 *_PAGING,
             ],
         ),
@@ -485,29 +574,42 @@ def response_models() -> dict[str, type[Any]]:
 
     models: dict[str, type[Any]] = {}
     for name, schema in SCHEMAS.items():
-        item = schema["properties"].get("data", {}).get("items", {}).get("$ref")
         namespace: dict[str, Any] = {
             "__module__": __name__,
             "__doc__": f"The {name} schema of agentsession's HTTP API.",
             "__get_pydantic_json_schema__": classmethod(_written_schema(schema)),
         }
-        if item is not None:  # a real field, so that pydantic makes (and names) the $ref
-            item_model = models[item.rsplit("/", 1)[1]]
-            namespace["__annotations__"] = {"data": cast(Any, list)[item_model]}
+        # Real fields for the arrays of named items, so that pydantic makes (and names)
+        # their $ref: a page's data, a search result's snippet.
+        namespace["__annotations__"] = {
+            field: cast(Any, list)[models[item]] for field, item in _item_refs(schema).items()
+        }
         models[name] = type(name, (BaseModel,), namespace)
     return models
 
 
+def _item_refs(schema: dict[str, Any]) -> dict[str, str]:
+    """The properties of ``schema`` that are arrays of a named schema: field -> name."""
+    found = {}
+    for field, value in schema.get("properties", {}).items():
+        ref = value.get("items", {}).get("$ref") if value.get("type") == "array" else None
+        if ref is not None:
+            found[field] = ref.rsplit("/", 1)[1]
+    return found
+
+
 def _written_schema(schema: dict[str, Any]) -> Any:
-    """A pydantic JSON-schema hook that gives ``schema`` (a page's item: pydantic's ref)."""
+    """A pydantic JSON-schema hook that gives ``schema`` (its arrays' items: pydantic's refs)."""
 
     def hook(cls: type[Any], core_schema: Any, handler: Any) -> dict[str, Any]:
         written = copy.deepcopy(schema)
-        if "data" not in written["properties"]:
+        fields = _item_refs(schema)
+        if not fields:
             return written
         generated = handler(core_schema)
         definition = handler.resolve_ref_schema(generated)
-        written["properties"]["data"]["items"] = definition["properties"]["data"]["items"]
+        for field in fields:
+            written["properties"][field]["items"] = definition["properties"][field]["items"]
         definition.clear()
         definition.update(written)
         return generated  # type: ignore[no-any-return]

@@ -16,8 +16,10 @@ import binascii
 import inspect
 import json
 import logging
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, NamedTuple, TypeVar
@@ -43,18 +45,22 @@ from agentsession.errors import (
     StoreUnavailable,
 )
 from agentsession.metrics import Metrics, get_metrics, operation_name, outcome_of
+from agentsession.search import parse_query, snippet
 from agentsession.stores.base import (
     FeedbackFilter,
     FeedbackRecord,
     Page,
     Revocation,
+    SearchHit,
+    SearchKey,
+    SearchQuery,
     SessionRecord,
     Store,
     TaskRecord,
     Touch,
 )
 
-__all__ = ["RATINGS", "SessionService", "SessionState", "UserCounts"]
+__all__ = ["RATINGS", "SearchResult", "SessionService", "SessionState", "UserCounts"]
 
 T = TypeVar("T")
 logger = logging.getLogger("agentsession.service")
@@ -64,6 +70,41 @@ RATINGS: Final = ("up", "down")
 #: How often a state write is retried after losing a race to another writer.
 STATE_WRITE_ATTEMPTS: Final = 100
 _DELETE: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One result of ``SessionService.search``: a conversation whose name matched
+    (``task_id`` None), or one of its chat tasks.
+
+    ``snippet``: a passage of what matched as ``(text, matched)`` parts, the matched
+    words on their own marked True (render them as ``<mark>``, as text, never HTML).
+    ``time``: the task's ``created_time``, or the conversation's ``updated_time``.
+    """
+
+    session_id: str
+    session_name: str | None
+    task_id: str | None
+    snippet: tuple[tuple[str, bool], ...]
+    rank: float
+    time: int
+
+    @classmethod
+    def of(cls, hit: SearchHit, terms: tuple[str, ...]) -> SearchResult:
+        """The result for a store's hit: its snippet made from the hit's text."""
+        return cls(
+            hit.session_id,
+            hit.session_name,
+            hit.task_id,
+            snippet(hit.text, terms),
+            hit.rank,
+            hit.time,
+        )
+
+    @property
+    def snippet_text(self) -> str:
+        """The snippet as plain text."""
+        return "".join(text for text, _ in self.snippet)
 
 
 class SessionService:
@@ -120,6 +161,7 @@ class SessionService:
                 pool_size=service.pool_size,
                 table_prefix=service.table_prefix,
                 schema=service.schema,
+                search_language=service.search_language,
             )
         else:
             from agentsession.stores.memory import MemoryStore
@@ -217,21 +259,72 @@ class SessionService:
         return _found(found, session_id)
 
     async def list_sessions(
-        self, user_id: str, *, limit: int = 20, cursor: str | None = None
+        self,
+        user_id: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        pinned: bool | None = None,
     ) -> Page[SessionRecord]:
-        """The user's conversations, most recently updated first, one page at a time."""
+        """The user's conversations, most recently updated first, one page at a time.
+
+        ``pinned=True`` lists only the pinned ones, ``pinned=False`` only the others (a
+        sidebar shows the first above the second); None lists them all.
+        """
         user = _id(user_id, "user_id")
         size = _limit(limit)
+        if pinned is not None and not isinstance(pinned, bool):
+            raise InvalidInput("pinned", f"must be true, false or None, not {pinned!r:.80}")
         rows = await self._call(
-            self.store.list_sessions(user, now_ms(), size + 1, _decode_cursor(cursor))
+            self.store.list_sessions(
+                user, now_ms(), size + 1, _decode_cursor(cursor), pinned=pinned
+            )
         )
         return _page(rows, size)
 
-    async def rename_session(
-        self, user_id: str, session_id: str, name: str | None
+    async def pin_session(
+        self, user_id: str, session_id: str, pinned: bool = True
     ) -> SessionRecord:
-        """Set (or, with None, clear) the conversation's name."""
-        return await self._update_session(user_id, session_id, name=_name(name), rename=True)
+        """Pin (or, with ``pinned=False``, unpin) the conversation: a pinned one is never
+        deleted by retention's idle or chat-task rules. Its ``updated_time`` stays."""
+        if not isinstance(pinned, bool):
+            raise InvalidInput("pinned", f"must be true or false, not {pinned!r:.80}")
+        return await self._update_session(user_id, session_id, pinned=pinned)
+
+    # Search
+
+    async def search(
+        self, user_id: str, query: str, *, limit: int = 20, cursor: str | None = None
+    ) -> Page[SearchResult]:
+        """The user's conversations and chat tasks that match ``query``, best first.
+
+        Conversation names that match come first, then tasks by relevance (a word
+        repeated counts more), newest first among equals. Each result has a snippet
+        with the matched words marked. Matching is by word prefix, every word of the
+        query required; quotes and operators are plain text (``agentsession.search``).
+        """
+        user = _id(user_id, "user_id")
+        terms = parse_query(query)
+        size = _limit(limit)
+        hits = await self._call(
+            self.store.search(
+                user, SearchQuery(query, terms), now_ms(), size + 1, _decode_search_cursor(cursor)
+            )
+        )
+        results = [SearchResult.of(hit, terms) for hit in hits[:size]]
+        more = _encode_search_cursor(hits[size - 1].sort_key) if len(hits) > size else None
+        return Page(results, more)
+
+    async def rename_session(
+        self, user_id: str, session_id: str, name: str | None, *, pinned: bool | None = None
+    ) -> SessionRecord:
+        """Set (or, with None, clear) the conversation's name; with ``pinned``, also pin
+        or unpin it in the same write."""
+        if pinned is not None and not isinstance(pinned, bool):
+            raise InvalidInput("pinned", f"must be true or false, not {pinned!r:.80}")
+        return await self._update_session(
+            user_id, session_id, name=_name(name), rename=True, pinned=pinned
+        )
 
     async def mark_viewed(self, user_id: str, session_id: str) -> SessionRecord:
         """Record that the user opened the conversation now; this also slides its TTL."""
@@ -830,19 +923,30 @@ def encode_cursor(key: tuple[int, str]) -> str:
 _MAX_CURSOR: Final = len(encode_cursor((_MIN_KEY, "\U0010ffff" * ID_LENGTH)))
 
 
-def _decode_cursor(cursor: object) -> tuple[int, str] | None:
+_BAD_CURSOR: Final = "is not a cursor this service returned"
+
+
+def _cursor_fields(cursor: object, count: int, longest: int) -> list[Any] | None:
+    """The ``count`` JSON values a cursor holds (None for no cursor); a cursor that
+    is not one this service made raises ``InvalidInput("cursor")``."""
     if cursor is None or cursor == "":
         return None
-    bad = InvalidInput("cursor", "is not a cursor this service returned")
-    if not isinstance(cursor, str) or len(cursor) > _MAX_CURSOR:
+    bad = InvalidInput("cursor", _BAD_CURSOR)
+    if not isinstance(cursor, str) or len(cursor) > longest:
         raise bad
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        time_, id_ = json.loads(raw)
+        fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, TypeError, RecursionError):
         raise bad from None
-    # Checked as every other input is: a sort key the stores can hold, so a tampered
-    # cursor is a 422 naming ``cursor``, never a database error.
+    if not isinstance(fields, list) or len(fields) != count:
+        raise bad
+    return fields
+
+
+def _key_part(time_: object, id_: object) -> tuple[int, str]:
+    """A cursor's time and id, checked as every other input is: a sort key the stores
+    can hold, so a tampered cursor is a 422 naming ``cursor``, never a database error."""
+    bad = InvalidInput("cursor", _BAD_CURSOR)
     if type(time_) is not int or not _MIN_KEY <= time_ <= _MAX_KEY:
         raise bad
     if not isinstance(id_, str) or not id_ or len(id_) > ID_LENGTH:
@@ -852,6 +956,35 @@ def _decode_cursor(cursor: object) -> tuple[int, str] | None:
     except InvalidInput:
         raise bad from None
     return time_, id_
+
+
+def _decode_cursor(cursor: object) -> tuple[int, str] | None:
+    fields = _cursor_fields(cursor, 2, _MAX_CURSOR)
+    return None if fields is None else _key_part(*fields)
+
+
+def _encode_search_cursor(key: SearchKey) -> str:
+    raw = json.dumps(list(key), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _decode_search_cursor(cursor: object) -> SearchKey | None:
+    """The search key in a cursor ``search`` returned; ``InvalidInput("cursor")`` else."""
+    fields = _cursor_fields(cursor, 4, _MAX_CURSOR + 64)
+    if fields is None:
+        return None
+    group, rank = fields[0], fields[1]
+    bad = InvalidInput("cursor", _BAD_CURSOR)
+    if type(group) is not int or group not in (0, 1) or type(rank) not in (int, float):
+        raise bad
+    try:
+        rank = float(rank)
+    except OverflowError:  # an int too large for a float
+        raise bad from None
+    if not math.isfinite(rank):
+        raise bad
+    time_, id_ = _key_part(fields[2], fields[3])
+    return group, rank, time_, id_
 
 
 def _page(rows: Iterable[Any], size: int) -> Page[Any]:

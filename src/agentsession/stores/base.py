@@ -55,6 +55,9 @@ __all__ = [
     "Holder",
     "Page",
     "Revocation",
+    "SearchHit",
+    "SearchKey",
+    "SearchQuery",
     "SessionRecord",
     "Store",
     "StoredSession",
@@ -62,6 +65,7 @@ __all__ = [
     "Touch",
     "UserRows",
     "newest_after",
+    "search_after",
 ]
 
 T = TypeVar("T")
@@ -79,7 +83,8 @@ class Cutoffs:
     ``chat_tasks``: tasks not updated since ``tasks`` (their feedback goes with them).
     ``feedback``: feedback created before ``feedback``. ``expired_sessions``:
     conversations whose ``expires_at`` is at or before ``now``. ``idle_sessions``:
-    live conversations not updated, viewed, nor given a task since ``idle``.
+    live conversations not updated, viewed, nor given a task since ``idle``. A pinned
+    conversation is never idle, and its tasks are never old.
     """
 
     now: int
@@ -133,6 +138,9 @@ class SessionRecord:
     updated_time: int
     last_viewed_at: int | None
     expires_at: int | None
+    #: Kept out of retention's idle and chat-task rules; ``list_sessions(pinned=...)``
+    #: lists pinned (or unpinned) conversations only.
+    pinned: bool = False
 
     @property
     def sort_key(self) -> tuple[int, str]:
@@ -216,6 +224,65 @@ class FeedbackFilter:
 def newest_after(key: tuple[int, str], after: tuple[int, str] | None) -> bool:
     """Whether ``key`` sorts strictly after ``after`` in (time desc, id asc) order."""
     return after is None or key[0] < after[0] or (key[0] == after[0] and key[1] > after[1])
+
+
+#: A search hit's place: ``(group, rank, time, id)``; see ``SearchHit.sort_key``.
+SearchKey = tuple[int, float, int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """What to search for: ``terms``, casefolded words (``agentsession.search.words``).
+
+    A task matches when its document (``agentsession.search.document``: the user
+    message and the text of its bubbles) has, for every term, a word that starts with
+    it; a conversation matches when its name does. ``text`` is the query as given.
+    """
+
+    text: str
+    terms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One match of ``Store.search``: a conversation's name, or one of its tasks.
+
+    ``task_id`` is None for a name match. ``text`` is what matched: the name, or the
+    task's document. ``rank``: the store's relevance, higher first, only compared
+    within one store (a word repeated ranks higher). ``time``: the task's
+    ``created_time``, or the conversation's ``updated_time`` for a name match.
+    """
+
+    session_id: str
+    session_name: str | None
+    task_id: str | None
+    text: str
+    rank: float
+    time: int
+
+    @property
+    def group(self) -> int:
+        """0 for a name match (listed first), 1 for a task."""
+        return 0 if self.task_id is None else 1
+
+    @property
+    def sort_key(self) -> SearchKey:
+        """Its place in ``search``: name matches first, then by rank (highest first),
+        time (newest first), and the task's id (the conversation's for a name match)."""
+        return (
+            self.group,
+            self.rank,
+            self.time,
+            self.session_id if self.task_id is None else self.task_id,
+        )
+
+
+def search_after(key: SearchKey, after: SearchKey | None) -> bool:
+    """Whether ``key`` sorts strictly after ``after`` in search order: for stores that
+    rank in Python."""
+    if after is None:
+        return True
+    return (key[0], -key[1], -key[2], key[3]) > (after[0], -after[1], -after[2], after[3])
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,9 +379,19 @@ class Store(Protocol):
         ...
 
     async def list_sessions(
-        self, user_id: str, now: int, limit: int, after: tuple[int, str] | None
+        self,
+        user_id: str,
+        now: int,
+        limit: int,
+        after: tuple[int, str] | None,
+        *,
+        pinned: bool | None = None,
     ) -> list[SessionRecord]:
-        """The user's live conversations after ``after``, newest first."""
+        """The user's live conversations after ``after``, newest first.
+
+        ``pinned``: True lists only pinned conversations, False only the others,
+        None every one (pinned ones at their usual place).
+        """
         ...
 
     async def update_session(
@@ -327,11 +404,13 @@ class Store(Protocol):
         name: str | None = None,
         rename: bool = False,
         viewed: bool = False,
+        pinned: bool | None = None,
     ) -> SessionRecord | None:
         """Touch a live conversation and return it as it now is, or None if missing.
 
         Always sets ``expires_at``. ``rename`` sets ``name`` (None clears it) and
-        ``updated_time = now``; ``viewed`` sets ``last_viewed_at = now``.
+        ``updated_time = now``; ``viewed`` sets ``last_viewed_at = now``; ``pinned``,
+        when not None, sets ``pinned`` (and leaves ``updated_time`` as it is).
         """
         ...
 
@@ -394,6 +473,22 @@ class Store(Protocol):
         ``newest_first``: the exact reverse order, ``(created_time desc, id desc)``, and
         ``after`` counts in it (the tasks older than that key): an agent's latest turns,
         then older pages, each one query on the same index.
+        """
+        ...
+
+    # Search
+
+    async def search(
+        self, user_id: str, query: SearchQuery, now: int, limit: int, after: SearchKey | None
+    ) -> list[SearchHit]:
+        """The user's matches of ``query`` by ``SearchHit.sort_key``, strictly after
+        ``after``: at most ``limit``.
+
+        Matches are the user's live conversations whose name matches, then the tasks
+        of the user's live conversations whose document matches (see ``SearchQuery``).
+        Another user's rows are never read into a match; a deleted or pruned task is
+        never found. SQL stores use a full-text index kept by the write path; the
+        others scan the user's own data.
         """
         ...
 

@@ -5,6 +5,10 @@ deletes, one feedback per task and user, optimistic state versions), but lives i
 one process: nothing survives a restart and nothing is shared between instances.
 It never awaits and starts no task, so it runs on any anyio backend (asyncio, trio);
 expired conversations and the retention rules are swept lazily, by the writes.
+
+Search is a scan of the user's own conversations and their tasks (no index): its cost
+is O(the user's tasks + the size of their text), and no other user's row is looked at.
+A task's searchable document is made on its first search and kept until it changes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from agentsession.common import dump_json, now_ms
 from agentsession.config import RetentionConfig
 from agentsession.errors import IdConflict
+from agentsession.search import document, occurrences
 from agentsession.stores.base import (
     RULES,
     Cutoffs,
@@ -25,13 +30,18 @@ from agentsession.stores.base import (
     FeedbackRecord,
     Holder,
     Revocation,
+    SearchHit,
+    SearchKey,
+    SearchQuery,
     SessionRecord,
     StoredSession,
     TaskRecord,
     Touch,
     UserRows,
     newest_after,
+    search_after,
 )
+from agentsession.stores.scan import name_hit, search_order
 
 __all__ = ["DEFAULT_MAX_SESSIONS", "MemoryStore"]
 
@@ -53,6 +63,10 @@ class _Task:
     task_metadata: str
     created_time: int
     updated_time: int
+    #: Its search document and that casefolded, made by the first search after it was
+    #: written (None until then, and again after each save).
+    text: str | None = None
+    folded: str = ""
 
     def record(self) -> TaskRecord:
         return TaskRecord(
@@ -65,6 +79,21 @@ class _Task:
             created_time=self.created_time,
             updated_time=self.updated_time,
         )
+
+    def document(self) -> str:
+        """Its searchable text (``agentsession.search.document``), made once."""
+        if self.text is None:
+            self.text = document(self.user_message, json.loads(self.message_bubbles))
+            self.folded = self.text.casefold()
+        return self.text
+
+    def match(self, terms: tuple[str, ...]) -> int:
+        """``occurrences(terms, document)``; 0 at once when a term is nowhere in it (a
+        word starting with a term holds it, casefolded)."""
+        text = self.document()
+        if not all(term in self.folded for term in terms):
+            return 0
+        return occurrences(terms, text)
 
 
 @dataclass(slots=True)
@@ -95,6 +124,20 @@ def _idle(conversation: _Conversation, idle_before: int, tasks_before: int | Non
 
 def _newest_first(key: tuple[int, str]) -> tuple[int, str]:
     return (-key[0], key[1])
+
+
+def _hits(conversation: _Conversation, terms: tuple[str, ...]) -> Iterable[SearchHit]:
+    """The conversation's name match (if any), then its matching tasks."""
+    record = conversation.record
+    name = record.name
+    if (hit := name_hit(record, terms)) is not None:
+        yield hit
+    for task in conversation.tasks.values():
+        rank = task.match(terms)
+        if rank:
+            yield SearchHit(
+                record.id, name, task.id, task.document(), float(rank), task.created_time
+            )
 
 
 class MemoryStore:
@@ -184,9 +227,14 @@ class MemoryStore:
         for session_id, conversation in self._conversations.items():
             tasks, feedback = conversation.tasks, conversation.feedback
             tasks_owner = conversation.record.user_id
+            pinned = conversation.record.pinned
             if rule == "chat_tasks":
                 assert cut.tasks is not None
-                old = [key for key, task in tasks.items() if task.updated_time < cut.tasks]
+                old = (
+                    []
+                    if pinned
+                    else [key for key, task in tasks.items() if task.updated_time < cut.tasks]
+                )
                 count += len(old)
                 if not dry_run and old:
                     for task_id in old:
@@ -200,7 +248,9 @@ class MemoryStore:
                     pair
                     for pair, item in feedback.items()
                     if item.created_time < cut.feedback
-                    and (cut.tasks is None or tasks[item.task_id].updated_time >= cut.tasks)
+                    and (
+                        cut.tasks is None or pinned or tasks[item.task_id].updated_time >= cut.tasks
+                    )
                 ]
                 count += len(stale)
                 if not dry_run:
@@ -211,7 +261,11 @@ class MemoryStore:
                     doomed.append(session_id)
             elif rule == "idle_sessions":
                 assert cut.idle is not None
-                if conversation.live(cut.now) and _idle(conversation, cut.idle, cut.tasks):
+                if (
+                    not pinned
+                    and conversation.live(cut.now)
+                    and _idle(conversation, cut.idle, cut.tasks)
+                ):
                     doomed.append(session_id)
         if not dry_run:
             for session_id in doomed:
@@ -278,14 +332,23 @@ class MemoryStore:
         return None if conversation is None else conversation.record
 
     async def list_sessions(
-        self, user_id: str, now: int, limit: int, after: tuple[int, str] | None
+        self,
+        user_id: str,
+        now: int,
+        limit: int,
+        after: tuple[int, str] | None,
+        *,
+        pinned: bool | None = None,
     ) -> list[SessionRecord]:
-        """The user's live conversations after ``after``, newest first."""
+        """The user's live conversations after ``after``, newest first; with ``pinned``,
+        only the pinned (True) or unpinned (False) ones."""
         conversations = self._conversations
         candidates = (
             conversation.record
             for conversation in (conversations[key] for key in self._by_user.get(user_id, ()))
-            if conversation.live(now) and newest_after(conversation.record.sort_key, after)
+            if conversation.live(now)
+            and (pinned is None or conversation.record.pinned == pinned)
+            and newest_after(conversation.record.sort_key, after)
         )
         return heapq.nsmallest(limit, candidates, key=lambda r: _newest_first(r.sort_key))
 
@@ -299,8 +362,10 @@ class MemoryStore:
         name: str | None = None,
         rename: bool = False,
         viewed: bool = False,
+        pinned: bool | None = None,
     ) -> SessionRecord | None:
-        """Set ``expires_at`` (and the name, or the view time) of a live conversation."""
+        """Set ``expires_at`` (and the name, the view time, or the pin) of a live
+        conversation."""
         conversation = self._live(user_id, session_id, now)
         if conversation is None:
             return None
@@ -309,6 +374,8 @@ class MemoryStore:
             record = replace(record, name=name, updated_time=now)
         if viewed:
             record = replace(record, last_viewed_at=now)
+        if pinned is not None:
+            record = replace(record, pinned=pinned)
         conversation.record = record
         return record
 
@@ -382,6 +449,7 @@ class MemoryStore:
             task.message_bubbles = bubbles
             task.task_metadata = metadata
             task.updated_time = record.updated_time
+            task.text = None
         return task.record()
 
     async def list_tasks(
@@ -408,6 +476,23 @@ class MemoryStore:
             tasks = [t for t in tasks if (key(t) < after if newest_first else key(t) > after)]
         pick = heapq.nlargest if newest_first else heapq.nsmallest
         return [task.record() for task in pick(limit, tasks, key=key)]
+
+    # Search
+
+    async def search(
+        self, user_id: str, query: SearchQuery, now: int, limit: int, after: SearchKey | None
+    ) -> list[SearchHit]:
+        """The user's matches after ``after``, best first: a scan of the user's live
+        conversations and their tasks, keeping only the best ``limit`` (a heap)."""
+        conversations = self._conversations
+        hits = (
+            hit
+            for conversation in (conversations[key] for key in self._by_user.get(user_id, ()))
+            if conversation.live(now)
+            for hit in _hits(conversation, query.terms)
+            if search_after(hit.sort_key, after)
+        )
+        return heapq.nsmallest(limit, hits, key=search_order)
 
     # Feedback
 

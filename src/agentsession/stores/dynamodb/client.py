@@ -186,11 +186,14 @@ class Connection:
             else:
                 raise StoreUnavailable(f"{self.label}: deletes stayed unprocessed (throttled)")
 
-    async def collect(self, convert: Callable[[Item], T], limit: int, **params: Any) -> list[T]:
-        """Up to ``limit`` items of a ``Query``, converted: ``Limit=limit`` a request, more
-        requests only while a ``FilterExpression`` (or DynamoDB's 1 MB) left pages short."""
+    async def collect(
+        self, convert: Callable[[Item], T], limit: int, *, read: int = 0, **params: Any
+    ) -> list[T]:
+        """Up to ``limit`` items of a ``Query``, converted: ``Limit=max(limit, read)`` a
+        request (``read``: for a filter expected to drop most items), more requests only
+        while a ``FilterExpression`` (or DynamoDB's 1 MB) left pages short."""
         found: list[T] = []
-        async for page in self.pages("query", Limit=limit, **params):
+        async for page in self.pages("query", Limit=max(limit, read), **params):
             found += [convert(item) for item in page.get("Items", [])]
             if len(found) >= limit:
                 break

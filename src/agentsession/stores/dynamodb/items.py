@@ -95,6 +95,7 @@ def session_item(record: SessionRecord) -> Item:
     _put(item, "lv", record.last_viewed_at)
     _put(item, "ex", record.expires_at)
     _put(item, "ttl", ttl_of(record.expires_at))
+    _put(item, "pn", 1 if record.pinned else None)
     return item
 
 
@@ -110,6 +111,7 @@ def session_of(user_id: str, item: Item) -> SessionRecord:
         updated_time=int(item["ut"]["N"]),
         last_viewed_at=value(item, "lv"),
         expires_at=value(item, "ex"),
+        pinned="pn" in item,
     )
 
 

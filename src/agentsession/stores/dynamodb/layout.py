@@ -4,7 +4,8 @@ One table, partition key ``pk`` and sort key ``sk`` (both strings), two local se
 indexes that give the listings their order inside one user's partition:
 
 * conversation, with its state: ``pk = U#<u>``, ``sk = C#<sid>``;
-  ``ls1 = C#<desc updated><sid>`` (the listing), ``ls2 = X#<tag sid>#~``.
+  ``ls1 = C#<desc updated><sid>`` (the listing), ``ls2 = X#<tag sid>#~``; ``pn``
+  (the number 1) while it is pinned, absent otherwise.
 * chat task: ``pk = U#<u>``, ``sk = T#<tid>`` (task ids are per user);
   ``ls2 = X#<tag sid>#<asc created><tid>`` (its conversation's tasks, oldest first).
 * feedback, one per user and task: ``pk = U#<u>``, ``sk = F#<tid>``;
@@ -77,7 +78,7 @@ ID_BYTES = 900
 #: Item attributes: keys, then what each kind of item holds.
 ATTRIBUTES = {
     "keys": ("pk", "sk", "ls1", "ls2"),
-    "conversation": ("cl", "nm", "ag", "ct", "ut", "lv", "ex", "ttl", "v", "st", "ta", "dl"),
+    "conversation": ("cl", "nm", "ag", "ct", "ut", "lv", "ex", "ttl", "v", "st", "ta", "dl", "pn"),
     "task": ("sid", "um", "mb", "md", "ct", "ut"),
     "feedback": ("fid", "sid", "tid", "rt", "cm", "ct"),
 }
@@ -92,6 +93,7 @@ LISTING_PROJECTION = (
     "lv",
     "ex",
     "dl",
+    "pn",
     "fid",
     "sid",
     "tid",

@@ -10,6 +10,13 @@ first marked deleted (``dl``, after which every call treats it as missing), then
 ``purge`` deletes it with its tasks and feedback by ``BatchWriteItem`` and frees its
 id in the registry. A conversation marked deleted whose purge did not finish (the
 process stopped) is an ``expired_sessions`` candidate until it does.
+
+Pinned conversations (``pn``): the idle rule's condition requires no ``pn``. A task
+item does not know its conversation's pin, so the task rule reads the candidates'
+conversations (``BatchGetItem``), leaves out the tasks of pinned ones, and guards each
+transaction with one ``ConditionCheck`` per conversation that it is still unpinned (a
+conversation pinned meanwhile keeps its tasks); its dry-run count scans the pinned
+conversations with the old tasks.
 """
 
 from __future__ import annotations
@@ -43,8 +50,10 @@ SCANS_PER_BATCH = 20
 _LIVE_IDLE = (
     "attribute_not_exists(#dl) AND (attribute_not_exists(#ex) OR #ex > :now) "
     "AND #ut < :idle AND (attribute_not_exists(#lv) OR #lv < :idle) "
-    "AND (attribute_not_exists(#ta) OR #ta < :active)"
+    "AND (attribute_not_exists(#ta) OR #ta < :active) AND attribute_not_exists(#pn)"
 )
+#: A conversation's tasks may go: it is not pinned (true of a missing conversation too).
+_UNPINNED = "attribute_not_exists(#pn)"
 #: Per rule: the condition an item must meet to go (in ``Scan`` filters and in the
 #: deletes' conditions), and the sort-key prefix of the items it looks at.
 _RULES = {
@@ -102,10 +111,11 @@ class Retention:
         prefix, _ = _RULES[rule]
         condition = _scan_filter(rule)
         values = {**_values(cut), ":prefix": string(prefix)}
+        projection = "#pk, #sk, #sid" if rule == "chat_tasks" else "#pk, #sk"
         params: dict[str, Any] = {
             "FilterExpression": condition,
-            "ProjectionExpression": "#pk, #sk",
-            "ExpressionAttributeNames": names(condition, "#pk, #sk"),
+            "ProjectionExpression": projection,
+            "ExpressionAttributeNames": names(condition, projection),
             "ExpressionAttributeValues": _used(values, condition),
             "ConsistentRead": True,
             "Limit": SCAN_PAGE,
@@ -128,7 +138,43 @@ class Retention:
             if last and scans >= SCANS_PER_BATCH:
                 next_position = _Walk(last)
                 break
+        if rule == "chat_tasks":
+            return await self._delete_tasks(cut, candidates), next_position
         return await self._delete(rule, cut, candidates), next_position
+
+    async def _delete_tasks(self, cut: Cutoffs, candidates: Sequence[Item]) -> int:
+        """Delete the old tasks (with their feedback) of conversations not pinned, each
+        transaction guarded by those conversations being still unpinned; how many went."""
+        homes = {_home(item) for item in candidates}
+        pinned = await _pinned(self.connection, sorted(homes))
+        condition = _RULES["chat_tasks"][1]
+        checked = {
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names(condition),
+            "ExpressionAttributeValues": _used(_values(cut), condition),
+        }
+        units: list[list[dict[str, Any]]] = []
+        guards: list[dict[str, Any] | None] = []
+        for item in candidates:
+            home = _home(item)
+            if home in pinned:
+                continue
+            task_id = str(item["sk"]["S"])[len(TASK) :]
+            feedback_key = {"pk": item["pk"], "sk": string(FEEDBACK + task_id)}
+            task_key = {"pk": item["pk"], "sk": item["sk"]}
+            units.append(
+                [{"Delete": {"Key": task_key, **checked}}, {"Delete": {"Key": feedback_key}}]
+            )
+            guards.append(
+                {
+                    "ConditionCheck": {
+                        "Key": {"pk": string(home[0]), "sk": string(CONVERSATION + home[1])},
+                        "ConditionExpression": _UNPINNED,
+                        "ExpressionAttributeNames": names(_UNPINNED),
+                    }
+                }
+            )
+        return len(await run_units(self.connection, units, guards))
 
     async def _delete(self, rule: str, cut: Cutoffs, candidates: Sequence[Item]) -> int:
         """Delete the candidates that still meet the rule; how many went (rows counted as
@@ -143,13 +189,7 @@ class Retention:
         units: list[list[dict[str, Any]]] = []
         for item in candidates:
             key = {"pk": item["pk"], "sk": item["sk"]}
-            if rule == "chat_tasks":
-                task_id = str(item["sk"]["S"])[len(TASK) :]
-                feedback_key = {"pk": item["pk"], "sk": string(FEEDBACK + task_id)}
-                units.append(
-                    [{"Delete": {"Key": key, **checked}}, {"Delete": {"Key": feedback_key}}]
-                )
-            elif rule == "feedback":
+            if rule == "feedback":
                 units.append([{"Delete": {"Key": key, **checked}}])
             else:
                 mark = "SET #dl = if_not_exists(#dl, :now)"
@@ -168,7 +208,7 @@ class Retention:
                     ]
                 )
         done = await run_units(self.connection, units)
-        if rule in ("chat_tasks", "feedback"):
+        if rule == "feedback":
             return len(done)
         owned = []
         for unit in done:
@@ -183,8 +223,8 @@ class Retention:
         """How many items ``rule`` would delete after the rules before it (a full ``Scan``;
         feedback of tasks the task rule deletes is not counted again)."""
         values = _values(cut)
-        if rule == "feedback" and cut.tasks is not None:
-            return await self._count_feedback(values)
+        if rule == "chat_tasks" or (rule == "feedback" and cut.tasks is not None):
+            return await self._count_old(rule, values)
         prefix, _ = _RULES[rule]
         condition = _scan_filter(rule)
         total = 0
@@ -200,21 +240,32 @@ class Retention:
             total += int(page.get("Count", 0))
         return total
 
-    async def _count_feedback(self, values: dict[str, Any]) -> int:
-        """Old feedback whose task the task rule keeps (one ``Scan`` reading both)."""
+    async def _count_old(self, rule: str, values: dict[str, Any]) -> int:
+        """The task rule's count (old tasks of conversations not pinned), or the feedback
+        rule's after it (old feedback whose task it keeps): one ``Scan`` reading the old
+        tasks, the pinned conversations and, for feedback, the old feedback."""
         condition = (
             f"(begins_with(#sk, :task) AND {_RULES['chat_tasks'][1]}) "
-            f"OR (begins_with(#sk, :fb) AND {_RULES['feedback'][1]})"
+            f"OR (begins_with(#sk, :conv) AND attribute_exists(#pn))"
         )
-        old_tasks: set[tuple[str, str]] = set()
+        if rule == "feedback":
+            condition += f" OR (begins_with(#sk, :fb) AND {_RULES['feedback'][1]})"
+        old_tasks: list[tuple[str, str, str]] = []
+        pinned: set[tuple[str, str]] = set()
         old_feedback: list[tuple[str, str]] = []
         pages = self.connection.pages(
             "scan",
             FilterExpression=condition,
-            ProjectionExpression="#pk, #sk",
-            ExpressionAttributeNames=names(condition, "#pk"),
+            ProjectionExpression="#pk, #sk, #sid",
+            ExpressionAttributeNames=names(condition, "#pk, #sid"),
             ExpressionAttributeValues=_used(
-                {**values, ":task": string(TASK), ":fb": string(FEEDBACK)}, condition
+                {
+                    **values,
+                    ":task": string(TASK),
+                    ":conv": string(CONVERSATION),
+                    ":fb": string(FEEDBACK),
+                },
+                condition,
             ),
             ConsistentRead=True,
         )
@@ -222,45 +273,116 @@ class Retention:
             for item in page.get("Items", []):
                 pk, sk = str(item["pk"]["S"]), str(item["sk"]["S"])
                 if sk.startswith(TASK):
-                    old_tasks.add((pk, sk[len(TASK) :]))
+                    old_tasks.append((pk, sk[len(TASK) :], str(item["sid"]["S"])))
+                elif sk.startswith(CONVERSATION):
+                    pinned.add((pk, sk[len(CONVERSATION) :]))
                 else:
                     old_feedback.append((pk, sk[len(FEEDBACK) :]))
-        return sum(pair not in old_tasks for pair in old_feedback)
+        going = {(pk, tid) for pk, tid, sid in old_tasks if (pk, sid) not in pinned}
+        if rule == "chat_tasks":
+            return len(going)
+        return sum(pair not in going for pair in old_feedback)
+
+
+def _home(item: Item) -> tuple[str, str]:
+    """A task item's ``(partition, conversation id)``."""
+    return str(item["pk"]["S"]), str(item["sid"]["S"])
+
+
+async def _pinned(connection: Connection, homes: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these ``(partition, conversation id)`` are pinned (``BatchGetItem``,
+    100 keys a request)."""
+    found: set[tuple[str, str]] = set()
+    keys = [{"pk": string(pk), "sk": string(CONVERSATION + sid)} for pk, sid in homes]
+    for start in range(0, len(keys), 100):
+        pending: dict[str, Any] = {
+            connection.table: {
+                "Keys": keys[start : start + 100],
+                "ProjectionExpression": "#pk, #sk, #pn",
+                "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#pn": "pn"},
+                "ConsistentRead": True,
+            }
+        }
+        while pending:
+            response = await connection.request("batch_get_item", RequestItems=pending)
+            for item in response.get("Responses", {}).get(connection.table, []):
+                if "pn" in item:
+                    sk = str(item["sk"]["S"])
+                    found.add((str(item["pk"]["S"]), sk[len(CONVERSATION) :]))
+            pending = response.get("UnprocessedKeys") or {}
+    return found
+
+
+#: A unit of actions that go together, and its guard (a ``ConditionCheck`` several units
+#: may share: a transaction holds it once), or None.
+_Unit = tuple[list[dict[str, Any]], dict[str, Any] | None]
+
+
+def _guard_key(guard: dict[str, Any] | None) -> tuple[str, str] | None:
+    if guard is None:
+        return None
+    key = guard["ConditionCheck"]["Key"]
+    return str(key["pk"]["S"]), str(key["sk"]["S"])
+
+
+def _transactions(units: Sequence[_Unit]) -> list[list[_Unit]]:
+    """``units`` packed in order into transactions of at most ``TRANSACTION_SIZE``
+    actions, each distinct guard counted once."""
+    groups: list[list[_Unit]] = []
+    group: list[_Unit] = []
+    guards: set[tuple[str, str]] = set()
+    size = 0
+    for unit in units:
+        key = _guard_key(unit[1])
+        extra = len(unit[0]) + (key is not None and key not in guards)
+        if group and size + extra > TRANSACTION_SIZE:
+            groups.append(group)
+            group, guards, size = [], set(), 0
+            extra = len(unit[0]) + (key is not None)
+        group.append(unit)
+        size += extra
+        if key is not None:
+            guards.add(key)
+    if group:
+        groups.append(group)
+    return groups
+
+
+def _failed(reason: dict[str, Any]) -> bool:
+    return reason.get("Code") == "ConditionalCheckFailed"
 
 
 async def run_units(
-    connection: Connection, units: list[list[dict[str, Any]]]
+    connection: Connection,
+    units: list[list[dict[str, Any]]],
+    guards: Sequence[dict[str, Any] | None] | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Run ``units`` (lists of actions that go together) in transactions of at most
-    ``TRANSACTION_SIZE`` actions; a unit whose condition fails is left out and the rest
-    of its transaction sent again. Returns the units written."""
+    ``TRANSACTION_SIZE`` actions; a unit whose condition fails, or whose guard's
+    (``guards[i]``, a ``ConditionCheck`` shared by the units naming the same item) does,
+    is left out and the rest of its transaction sent again. Returns the units written."""
+    paired: list[_Unit] = list(zip(units, guards or [None] * len(units), strict=True))
     done: list[list[dict[str, Any]]] = []
-    group: list[list[dict[str, Any]]] = []
-    size = 0
-    groups: list[list[list[dict[str, Any]]]] = []
-    for unit in units:
-        if size + len(unit) > TRANSACTION_SIZE:
-            groups.append(group)
-            group, size = [], 0
-        group.append(unit)
-        size += len(unit)
-    if group:
-        groups.append(group)
-    for pending in groups:
+    for pending in _transactions(paired):
         while pending:
-            reasons = await connection.transact([action for unit in pending for action in unit])
+            checks = {
+                key: guard
+                for _, guard in pending
+                if guard is not None and (key := _guard_key(guard)) is not None
+            }
+            actions = [*checks.values(), *(action for unit, _ in pending for action in unit)]
+            reasons = await connection.transact(actions)
             if reasons is None:
-                done += pending
+                done += [unit for unit, _ in pending]
                 break
-            kept: list[list[dict[str, Any]]] = []
-            index = 0
-            for unit in pending:
+            refused = {key for key, reason in zip(checks, reasons, strict=False) if _failed(reason)}
+            kept: list[_Unit] = []
+            index = len(checks)
+            for unit, guard in pending:
                 unit_reasons = reasons[index : index + len(unit)]
                 index += len(unit)
-                if not any(
-                    reason.get("Code") == "ConditionalCheckFailed" for reason in unit_reasons
-                ):
-                    kept.append(unit)
+                if _guard_key(guard) not in refused and not any(map(_failed, unit_reasons)):
+                    kept.append((unit, guard))
             if len(kept) == len(pending):
                 break  # nothing to leave out: give up on this group rather than loop
             pending = kept

@@ -19,7 +19,15 @@ counts them):
   insert, is cancelled and hands back the stored ``created_time``; the second keeps it);
 * ``delete_session``: mark the conversation deleted (one ``UpdateItem``, after which it
   is missing for every call), then delete it with its tasks and feedback (a ``Query``
-  for their keys, ``BatchWriteItem`` per 25 items, and the registry item).
+  for their keys, ``BatchWriteItem`` per 25 items, and the registry item);
+* ``search``: a ``Query`` of the user's live conversations and one of all their tasks
+  (1 MB a page): O(the user's tasks), never a table ``Scan`` (``search.py``).
+
+Pins: a pinned conversation's item has ``pn``; ``list_sessions(pinned=...)`` filters on
+it while paging the listing index (pinned ones only: the pages read the unpinned ones
+too, billed but not returned, ``_PINNED_READ`` a request: one request per 200
+conversations or so; a listing item is small). DynamoDB's TTL deletes only conversation items (past
+``expires_at``, which a pin leaves as it is), never tasks, so a pin needs nothing of it.
 
 Optimistic state: ``write_state`` is one ``UpdateItem`` conditioned on the version, so
 no write is lost. ``save_task`` writes the task and touches its conversation in one
@@ -47,6 +55,9 @@ from agentsession.stores.base import (
     FeedbackRecord,
     Holder,
     Revocation,
+    SearchHit,
+    SearchKey,
+    SearchQuery,
     SessionRecord,
     StoredSession,
     TaskRecord,
@@ -89,6 +100,7 @@ from agentsession.stores.dynamodb.layout import (
 )
 from agentsession.stores.dynamodb.layout import after as strictly_after
 from agentsession.stores.dynamodb.retention import Retention, purge
+from agentsession.stores.dynamodb.search import search as search_partition
 from agentsession.stores.dynamodb.table import check_table, migrate_table
 
 __all__ = ["DEFAULT_TABLE", "DynamoDBStore"]
@@ -98,7 +110,9 @@ DEFAULT_TABLE = "agentsession"
 #: Attempts of ``save_task`` and ``insert_session`` when what they found moved on.
 _SAVE_ATTEMPTS = 8
 _CCF = "ConditionalCheckFailed"
-_RECORD_FIELDS = "#sk, #cl, #nm, #ag, #ct, #ut, #lv, #ex, #dl"
+_RECORD_FIELDS = "#sk, #cl, #nm, #ag, #ct, #ut, #lv, #ex, #dl, #pn"
+#: Listing items ``list_sessions(pinned=True)`` reads a request (most are not pinned).
+_PINNED_READ = 200
 
 
 def _live(item: Item | None, now: int) -> bool:
@@ -271,15 +285,25 @@ class DynamoDBStore:
         return session_of(user_id, item) if item and _live(item, now) else None
 
     async def list_sessions(
-        self, user_id: str, now: int, limit: int, after: tuple[int, str] | None
+        self,
+        user_id: str,
+        now: int,
+        limit: int,
+        after: tuple[int, str] | None,
+        *,
+        pinned: bool | None = None,
     ) -> list[SessionRecord]:
-        """The listing index from the cursor on, skipping expired and deleted ones."""
+        """The listing index from the cursor on, skipping expired and deleted ones (and,
+        with ``pinned``, those with the other pin: filtered by DynamoDB while paging)."""
         low = CONVERSATION if after is None else strictly_after(conversation_listing(*after))
         condition = "#pk = :pk AND #ls1 BETWEEN :low AND :high"
         keep = "attribute_not_exists(#dl) AND (attribute_not_exists(#ex) OR #ex > :now)"
+        if pinned is not None:
+            keep += " AND attribute_exists(#pn)" if pinned else " AND attribute_not_exists(#pn)"
         return await self.connection.collect(
             lambda item: session_of(user_id, item),
             limit,
+            read=_PINNED_READ if pinned else 0,
             IndexName=LISTING_INDEX,
             KeyConditionExpression=condition,
             FilterExpression=keep,
@@ -303,10 +327,13 @@ class DynamoDBStore:
         name: str | None = None,
         rename: bool = False,
         viewed: bool = False,
+        pinned: bool | None = None,
     ) -> SessionRecord | None:
         """One ``UpdateItem`` conditioned on the conversation being live."""
         update = _Update()
         update.expiry(expires_at)
+        if pinned is not None:
+            update.set_or_remove("pn", number(1) if pinned else None)
         if rename:
             update.set("ut", number(now))
             update.set("ls1", string(conversation_listing(now, session_id)))
@@ -545,6 +572,14 @@ class DynamoDBStore:
         if not visible(conversation):
             return None
         return tasks[:limit]
+
+    # Search
+
+    async def search(
+        self, user_id: str, query: SearchQuery, now: int, limit: int, after: SearchKey | None
+    ) -> list[SearchHit]:
+        """A scan of the user's partition (``search.py``): O(the user's tasks)."""
+        return await search_partition(self.connection, user_id, query, now, limit, after)
 
     # Feedback
 

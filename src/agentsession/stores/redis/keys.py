@@ -53,10 +53,11 @@ def glob_escape(value: str) -> str:
 class UserKeys:
     """The keys of one user (one hash slot), in the order every user script takes them.
 
-    ``KEYS[1..9]`` of each script: ``c`` (conversation records), ``S`` (listing),
+    ``KEYS[1..10]`` of each script: ``c`` (conversation records), ``S`` (listing),
     ``E`` (expiries), ``th`` (task homes), ``X`` (tasks by conversation), ``U`` (tasks
     by update time), ``f`` (feedback records), ``F`` (feedback listing), ``fk``
-    (feedback by task); then three keys per conversation named (``conversation``).
+    (feedback by task), ``P`` (the pinned conversations' listing); then three keys
+    per conversation named (``conversation``).
     """
 
     tag: str
@@ -68,7 +69,7 @@ class UserKeys:
     @property
     def fixed(self) -> list[str]:
         tag = self.tag
-        return [f"{tag}:{name}" for name in ("c", "S", "E", "th", "X", "U", "f", "F", "fk")]
+        return [f"{tag}:{name}" for name in ("c", "S", "E", "th", "X", "U", "f", "F", "fk", "P")]
 
     def conversation(self, session_id: str) -> list[str]:
         """``s`` (its state), ``t`` (its tasks), ``T`` (its task listing)."""

@@ -1,7 +1,7 @@
 """The Lua scripts of the Redis store: one per store call, each atomic in one hash slot.
 
-Every *user script* takes the nine keys of one user (``UserKeys.fixed``) as
-``KEYS[1..9]`` and, after them, three keys per conversation it works on (``s``, ``t``,
+Every *user script* takes the ten keys of one user (``UserKeys.fixed``) as
+``KEYS[1..10]`` and, after them, three keys per conversation it works on (``s``, ``t``,
 ``T``), all computed in Python: no script builds a key name, so each one runs on the
 Redis Cluster node of its user's hash tag. The prelude below gives them names and
 the helpers that keep the indexes consistent (a task or a conversation is always
@@ -48,13 +48,55 @@ end
 _USER = (
     _COMMON
     + r"""
-local C, S, E, TH, X, U, FH, FZ, FK =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local C, S, E, TH, X, U, FH, FZ, FK, P =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 
 -- The state, tasks and task listing keys of the i-th conversation of the call.
 local function conv(i)
-  local b = 7 + 3 * i
+  local b = 8 + 3 * i
   return KEYS[b], KEYS[b + 1], KEYS[b + 2]
+end
+
+-- A pinned conversation's tasks score +inf in U (never old); ZSCORE says 'inf'.
+local function older(score, cut)
+  return score ~= false and score ~= nil and score ~= 'inf' and tonumber(score) < cut
+end
+
+local function pinned(m) return m.p == '1' end
+
+-- Pin (or unpin) the conversation whose record is m: its P entry, and its tasks' U
+-- scores: +inf while pinned, their updated_time (read from the stored task) after.
+local function set_pin(sid, m, on, kt)
+  if pinned(m) == on then return end
+  local n = #sid + 2
+  if on then
+    m.p = '1'
+    redis.call('ZADD', P, 0, m.k)
+  else
+    m.p = cjson.null
+    redis.call('ZREM', P, m.k)
+  end
+  local members = redis.call('ZRANGEBYLEX', X, '[' .. sid .. '\0', '(' .. sid .. '\1')
+  for _, member in ipairs(members) do
+    if on then
+      redis.call('ZADD', U, '+inf', member)
+    else
+      local v = redis.call('HGET', kt, string.sub(member, n))
+      local updated = v and string.match(v, '^%[(%-?%d+)', 17)
+      if updated then redis.call('ZADD', U, updated, member) end
+    end
+  end
+end
+
+-- Move the conversation's listing entries (S, and P when pinned) to member k.
+local function relist(m, k)
+  redis.call('ZREM', S, m.k)
+  redis.call('ZADD', S, 0, k)
+  if pinned(m) then
+    redis.call('ZREM', P, m.k)
+    redis.call('ZADD', P, 0, k)
+  end
+  m.k = k
 end
 
 -- Latest expiry Redis is given; later ones (and none) keep the keys for ever.
@@ -144,7 +186,11 @@ local function drop_conversation(sid, ks, kt, kT)
     drop_task(sid, string.sub(m, n))
   end
   local meta = redis.call('HGET', C, sid)
-  if meta then redis.call('ZREM', S, cjson.decode(meta).k) end
+  if meta then
+    local k = cjson.decode(meta).k
+    redis.call('ZREM', S, k)
+    redis.call('ZREM', P, k)
+  end
   redis.call('HDEL', C, sid)
   redis.call('ZREM', E, sid)
   redis.call('DEL', ks, kt, kT)
@@ -161,6 +207,7 @@ if redis.call('HEXISTS', C, sid) == 1 then return 0 end
 redis.call('DEL', kt, kT)
 redis.call('HSET', C, sid, ARGV[2])
 redis.call('ZADD', S, 0, ARGV[3])
+if pinned(cjson.decode(ARGV[2])) then redis.call('ZADD', P, 0, ARGV[3]) end
 redis.call('SET', ks, '{}')
 set_expiry(sid, ARGV[4], tonumber(ARGV[5]), ks, kt, kT)
 return 1
@@ -172,11 +219,15 @@ local ks = conv(1)
 return live(ARGV[1], ks, tonumber(ARGV[2])) or false
 """
 
-# ARGV: now, lexical lower bound (exclusive cursor or '-'), limit.
+# ARGV: now, lexical lower bound (exclusive cursor or '-'), limit, pinned ('1' only
+# pinned: the P listing; '0' only the others: S without P's members; '' all).
 # Flat list of (sid, record JSON), newest first, skipping expired conversations.
 _LIST_SESSIONS = r"""
-local now, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
-return page(S, ARGV[2], '+', limit, limit + 16, function(m)
+local now, limit, only = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[4]
+local Z = S
+if only == '1' then Z = P end
+return page(Z, ARGV[2], '+', limit, limit + 16, function(m)
+  if only == '0' and redis.call('ZSCORE', P, m) then return nil end
   local sid = string.sub(m, 17)
   local e = redis.call('ZSCORE', E, sid)
   if e and tonumber(e) <= now then return nil end
@@ -187,7 +238,8 @@ end)
 """
 
 # ARGV: sid, now, expires_at, rename (1/0), has name (1/0), name, viewed (1/0),
-# new listing member (rename), floor ms. The updated record JSON, or nil.
+# new listing member (rename), floor ms, pin ('1' pin, '0' unpin, '' as is).
+# The updated record JSON, or nil.
 _UPDATE = r"""
 local sid = ARGV[1]
 local ks, kt, kT = conv(1)
@@ -197,11 +249,10 @@ local m = cjson.decode(meta)
 if ARGV[4] == '1' then
   if ARGV[5] == '1' then m.n = ARGV[6] else m.n = cjson.null end
   m.ut = ARGV[2]
-  redis.call('ZREM', S, m.k)
-  m.k = ARGV[8]
-  redis.call('ZADD', S, 0, m.k)
+  relist(m, ARGV[8])
 end
 if ARGV[7] == '1' then m.lv = ARGV[2] end
+if ARGV[10] ~= '' then set_pin(sid, m, ARGV[10] == '1', kt) end
 if ARGV[3] ~= '' then m.e = ARGV[3] else m.e = cjson.null end
 meta = cjson.encode(m)
 redis.call('HSET', C, sid, meta)
@@ -238,9 +289,7 @@ if m.v ~= ARGV[5] then return 0 end
 redis.call('SET', ks, ARGV[4])
 m.v = int(tonumber(m.v) + 1)
 m.ut = ARGV[2]
-redis.call('ZREM', S, m.k)
-m.k = ARGV[6]
-redis.call('ZADD', S, 0, m.k)
+relist(m, ARGV[6])
 if ARGV[3] ~= '' then m.e = ARGV[3] else m.e = cjson.null end
 redis.call('HSET', C, sid, cjson.encode(m))
 set_expiry(sid, ARGV[3], tonumber(ARGV[7]), ks, kt, kT)
@@ -266,11 +315,11 @@ else
   value = ARGV[4] .. ARGV[5]
   redis.call('ZADD', kT, 0, ARGV[4] .. tid)
 end
+local m = cjson.decode(meta)
 redis.call('HSET', kt, tid, value)
 redis.call('HSET', TH, tid, sid)
 redis.call('ZADD', X, 0, sid .. '\0' .. tid)
-redis.call('ZADD', U, ARGV[3], sid .. '\0' .. tid)
-local m = cjson.decode(meta)
+redis.call('ZADD', U, pinned(m) and '+inf' or ARGV[3], sid .. '\0' .. tid)
 if m.ta == nil or m.ta == cjson.null or tonumber(m.ta) < now then m.ta = ARGV[3] end
 if ARGV[6] == '1' then
   if ARGV[7] ~= '' then m.e = ARGV[7] else m.e = cjson.null end
@@ -352,14 +401,56 @@ return page(FZ, lo, hi, limit, math.max(limit + 16, 128), function(m)
 end)
 """
 
+# ARGV: now, task budget, byte budget, lexical start in the first conversation's task
+# listing ('-' or an exclusive bound), then the conversation ids (their keys follow
+# the user's). The stored tasks of the live ones, in listing order, until a budget is
+# spent: {resume at (conversation number, 0 when done), its lexical start, then
+# (conversation number, task id, stored task) triples}.
+_SEARCH_TASKS = r"""
+local now, budget, bytes = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local lo, found, size = ARGV[4], 0, 0
+local out = {0, ''}
+for i = 5, #ARGV do
+  local ks, kt, kT = conv(i - 4)
+  if live(ARGV[i], ks, now) then
+    while true do
+      if found >= budget or size >= bytes then
+        out[1], out[2] = i - 4, lo
+        return out
+      end
+      local want = math.min(budget - found, 64)
+      local ms = redis.call('ZRANGEBYLEX', kT, lo, '+', 'LIMIT', 0, want)
+      if #ms == 0 then break end
+      local ids = {}
+      for j, m in ipairs(ms) do ids[j] = string.sub(m, 17) end
+      local values = redis.call('HMGET', kt, unpack(ids))
+      for j, id in ipairs(ids) do
+        if values[j] then
+          out[#out + 1] = i - 4
+          out[#out + 1] = id
+          out[#out + 1] = values[j]
+          found = found + 1
+          size = size + #values[j]
+        end
+      end
+      lo = '(' .. ms[#ms]
+      if #ms < want then break end
+    end
+  end
+  lo = '-'
+end
+return out
+"""
+
 # Retention. ARGV: cut, then (task member, conversation index) pairs; the tasks
-# still not updated since cut are deleted with their feedback. How many.
+# still not updated since cut are deleted with their feedback (a pinned
+# conversation's tasks score +inf: never). How many.
 _PRUNE_TASKS = r"""
 local cut, n = tonumber(ARGV[1]), 0
 for i = 2, #ARGV, 2 do
   local m = ARGV[i]
   local score = redis.call('ZSCORE', U, m)
-  if score and tonumber(score) < cut then
+  if older(score, cut) then
     local sep = string.find(m, '\0', 1, true)
     local sid, tid = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
     local ks, kt, kT = conv(tonumber(ARGV[i + 1]))
@@ -395,7 +486,8 @@ return n
 
 # ARGV: rule ('expired' or 'idle'), now, idle cutoff, activity cutoff, then the
 # candidate conversation ids (their keys follow the user's, in order). The
-# conversations the rule still finds old are deleted; their ids are returned.
+# conversations the rule still finds old (a pinned one is never idle) are deleted;
+# their ids are returned.
 _PRUNE_SESSIONS = r"""
 local rule, now = ARGV[1], tonumber(ARGV[2])
 local idle, active = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -412,7 +504,8 @@ for i = 5, #ARGV do
     local meta = redis.call('HGET', C, sid)
     if meta then
       local m = cjson.decode(meta)
-      doomed = tonumber(m.ut) < idle
+      doomed = not pinned(m)
+        and tonumber(m.ut) < idle
         and (m.lv == nil or m.lv == cjson.null or tonumber(m.lv) < idle)
         and (m.ta == nil or m.ta == cjson.null or tonumber(m.ta) < active)
     end
@@ -442,7 +535,7 @@ elseif rule == 'feedback' then
       if v then
         local r = cjson.decode(string.sub(v, 17))
         local score = redis.call('ZSCORE', U, r[1] .. '\0' .. r[2])
-        if score and tonumber(score) >= tasks_cut then n = n + 1 end
+        if score and not older(score, tasks_cut) then n = n + 1 end
       end
     else
       n = n + 1
@@ -458,7 +551,8 @@ for _, k in ipairs(redis.call('ZRANGEBYLEX', S, ARGV[4], '+')) do
     local meta = redis.call('HGET', C, sid)
     if meta then
       local m = cjson.decode(meta)
-      if tonumber(m.ut) < idle
+      if not pinned(m)
+        and tonumber(m.ut) < idle
         and (m.lv == nil or m.lv == cjson.null or tonumber(m.lv) < idle)
         and (m.ta == nil or m.ta == cjson.null or tonumber(m.ta) < active) then
         n = n + 1
@@ -543,6 +637,7 @@ SCRIPTS: dict[str, Script] = {
         _user("list_tasks", _LIST_TASKS),
         _user("save_feedback", _SAVE_FEEDBACK),
         _user("list_feedback", _LIST_FEEDBACK),
+        _user("search_tasks", _SEARCH_TASKS),
         _user("prune_tasks", _PRUNE_TASKS),
         _user("prune_feedback", _PRUNE_FEEDBACK),
         _user("prune_sessions", _PRUNE_SESSIONS),

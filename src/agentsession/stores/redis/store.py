@@ -7,9 +7,12 @@ hash tag nor make two ids share a key). Everything of one user is in the hash sl
 it touches passed in ``KEYS`` (computed here, never built inside Lua):
 
 * ``P{u:<u>}:c`` hash: conversation id -> its record (JSON: client, name, agent,
-  times, ``expires_at``, state version, its ``S`` member, its latest task save).
+  times, ``expires_at``, state version, its ``S`` member, its latest task save,
+  ``pinned``).
 * ``P{u:<u>}:S`` zset (all scores 0, byte order): ``descending(updated_time) + id``,
-  the listing, newest first, ties by id.
+  the listing, newest first, ties by id. ``:P`` zset: the same members for the
+  pinned conversations only (``list_sessions(pinned=True)`` pages it;
+  ``pinned=False`` pages ``S`` skipping ``P``'s members).
 * ``P{u:<u>}:E`` zset: conversation id scored by ``expires_at`` (only those with one).
 * ``P{u:<u>}:s:<sid>`` string: the state JSON. ``:t:<sid>`` hash: task id ->
   ``ascending(created_time) + JSON`` of the task. ``:T:<sid>`` zset (byte order):
@@ -19,7 +22,8 @@ it touches passed in ``KEYS`` (computed here, never built inside Lua):
 * ``P{u:<u>}:th`` hash: task id -> its conversation id (task ids are per user).
   ``:X`` zset (byte order): ``<sid>\\0<task id>``, a conversation's tasks even after
   Redis expired its keys. ``:U`` zset: the same members scored by ``updated_time``
-  (the task retention rule).
+  (the task retention rule), or ``+inf`` while their conversation is pinned (pinning
+  and unpinning rescore the conversation's tasks: O(its tasks), in one script).
 * ``P{u:<u>}:f`` hash: feedback id -> ``descending(created_time) + JSON`` record;
   ``:F`` zset (byte order): ``descending(created_time) + feedback id``, the listing;
   ``:fk`` hash: task id -> feedback id (one rating per user and task).
@@ -38,6 +42,16 @@ re-checking the rule), and, for conversations, one pipeline freeing their ids.
 Scripts do bounded work (``ZRANGEBYLEX``/``ZRANGEBYSCORE`` with ``LIMIT`` from the
 cursor), except ``list_feedback`` filtered by conversation or rating, which scans the
 user's feedback from the cursor until it has a page, and the dry-run counts.
+
+Search (``search``) has no index: it scans the user's own keys, every one in the
+user's hash slot, never another user's. It pages the user's live conversations
+(``list_sessions``, ``SEARCH_GROUP`` at a time), matches their names in Python, then
+reads their tasks with ``search_tasks`` (the stored tasks of live conversations, up
+to ``SEARCH_TASKS`` tasks or ``SEARCH_BYTES`` bytes a round trip) and matches them in
+Python, keeping only the best ``limit`` hits. Cost: O(the user's live conversations
+and tasks) read and sent to the app, about ``conversations / SEARCH_GROUP + task
+bytes / SEARCH_BYTES`` round trips; memory: a page plus ``2 * limit`` hits. A task's
+text is only decoded when its stored JSON holds every term (casefolded).
 
 Expiry: visibility always follows the contract (``expires_at <= now`` is missing, at
 the caller's ``now``); Redis's own expiry is how the memory comes back. What a
@@ -68,6 +82,9 @@ from agentsession.stores.base import (
     FeedbackRecord,
     Holder,
     Revocation,
+    SearchHit,
+    SearchKey,
+    SearchQuery,
     SessionRecord,
     StoredSession,
     TaskRecord,
@@ -89,6 +106,7 @@ from agentsession.stores.redis.keys import (
     user_pattern,
 )
 from agentsession.stores.redis.scripts import SCRIPTS, Script
+from agentsession.stores.scan import BestHits, name_hit, task_hit
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -117,6 +135,11 @@ ORPHAN_CLAIM_MS = 60_000
 SCAN_COUNT = 500
 GROUP_SIZE = 32
 SCANS_PER_BATCH = 20
+#: Search: conversations listed per round trip, and the most tasks (or bytes of
+#: them) one ``search_tasks`` round trip returns.
+SEARCH_GROUP = 64
+SEARCH_TASKS = 256
+SEARCH_BYTES = 1 << 20
 # URL query parameters the store accepts (redis-py's meaning); the rest are refused,
 # as redis-py would only reject them at the first connection.
 _URL_PARAMETERS = frozenset(
@@ -369,12 +392,20 @@ class RedisStore:
         return None if meta is None else _session(user_id, session_id, meta)
 
     async def list_sessions(
-        self, user_id: str, now: int, limit: int, after: tuple[int, str] | None
+        self,
+        user_id: str,
+        now: int,
+        limit: int,
+        after: tuple[int, str] | None,
+        *,
+        pinned: bool | None = None,
     ) -> list[SessionRecord]:
-        """The listing from ``S`` after the cursor, skipping expired conversations."""
+        """The listing from ``S`` (``P`` for the pinned only) after the cursor,
+        skipping expired conversations (and, for the unpinned only, ``P``'s)."""
         low = "-" if after is None else "(" + descending(after[0]) + after[1]
+        only = "" if pinned is None else _flag(pinned)
         rows = await self._eval(
-            SCRIPTS["list_sessions"], self._user(user_id).fixed, [now, low, limit]
+            SCRIPTS["list_sessions"], self._user(user_id).fixed, [now, low, limit, only]
         )
         return [_session(user_id, sid, meta) for sid, meta in _pairs(rows)]
 
@@ -388,7 +419,10 @@ class RedisStore:
         name: str | None = None,
         rename: bool = False,
         viewed: bool = False,
+        pinned: bool | None = None,
     ) -> SessionRecord | None:
+        """One script; pinning or unpinning also rescores the conversation's tasks in
+        ``U`` (O(its tasks))."""
         keys = self._user(user_id).with_conversations([session_id])
         args: list[str | int] = [
             session_id,
@@ -400,6 +434,7 @@ class RedisStore:
             _flag(viewed),
             descending(now) + session_id,
             EXPIRED_FLOOR_MS,
+            "" if pinned is None else _flag(pinned),
         ]
         meta = await self._eval(SCRIPTS["update"], keys, args)
         return None if meta is None else _session(user_id, session_id, meta)
@@ -492,6 +527,52 @@ class RedisStore:
         if rows is None:
             return None
         return [_task(user_id, session_id, tid, value) for tid, value in _pairs(rows)]
+
+    # Search
+
+    async def search(
+        self, user_id: str, query: SearchQuery, now: int, limit: int, after: SearchKey | None
+    ) -> list[SearchHit]:
+        """A scan of the user's live conversations and their tasks (module docstring:
+        Search), keeping the best ``limit`` hits after ``after``."""
+        keys = self._user(user_id)
+        best = BestHits(limit, after)
+        low = "-"
+        while True:
+            # Not a snapshot: a conversation updated meanwhile moves ahead of the page
+            # being read (never behind it), so it is met at most once.
+            rows = await self._eval(
+                SCRIPTS["list_sessions"], keys.fixed, [now, low, SEARCH_GROUP, ""]
+            )
+            page = [_session(user_id, sid, meta) for sid, meta in _pairs(rows)]
+            for record in page:
+                best.add(name_hit(record, query.terms))
+            await self._search_tasks(keys, page, query.terms, now, best)
+            if len(page) < SEARCH_GROUP:
+                return best.hits()
+            low = "(" + descending(page[-1].updated_time) + page[-1].id
+
+    async def _search_tasks(
+        self,
+        keys: UserKeys,
+        group: list[SessionRecord],
+        terms: tuple[str, ...],
+        now: int,
+        best: BestHits,
+    ) -> None:
+        """Match the tasks of ``group``'s conversations, a ``search_tasks`` page at a time."""
+        start = "-"
+        while group:
+            sids = [record.id for record in group]
+            args: list[str | int] = [now, SEARCH_TASKS, SEARCH_BYTES, start, *sids]
+            rows = await self._eval(SCRIPTS["search_tasks"], keys.with_conversations(sids), args)
+            for index in range(2, len(rows), 3):
+                record = group[int(rows[index]) - 1]
+                best.add(_task_hit(record, str(rows[index + 1]), str(rows[index + 2]), terms))
+            resume = int(rows[0])
+            if resume == 0:
+                return
+            group, start = group[resume - 1 :], str(rows[1])
 
     # Feedback
 
@@ -813,6 +894,7 @@ def _meta(record: SessionRecord, version: int = 0, latest_task: int | None = Non
             "v": str(version),
             "k": descending(record.updated_time) + record.id,
             "ta": _text(latest_task),
+            "p": "1" if record.pinned else None,
         }
     )
 
@@ -845,6 +927,7 @@ def _session(user_id: str, session_id: str, meta: str) -> SessionRecord:
         updated_time=int(fields["ut"]),
         last_viewed_at=_int(fields["lv"]),
         expires_at=_int(fields["e"]),
+        pinned=fields.get("p") == "1",
     )
 
 
@@ -873,6 +956,19 @@ def _feedback(user_id: str, feedback_id: str, value: str) -> FeedbackRecord:
         comment=comment,
         created_time=int(created),
     )
+
+
+def _task_hit(
+    record: SessionRecord, task_id: str, value: str, terms: tuple[str, ...]
+) -> SearchHit | None:
+    """The stored task ``value`` as a match, or None (``scan.task_hit``)."""
+
+    def load() -> tuple[str | None, Any]:
+        _, message, bubbles, _ = json.loads(value[TIME_WIDTH:])
+        return message, bubbles
+
+    created = time_of(value, newest_first=False)
+    return task_hit(record, task_id, created, value[TIME_WIDTH:], load, terms)
 
 
 def _feedback_bounds(where: FeedbackFilter, after: tuple[int, str] | None) -> tuple[str, str]:
@@ -913,9 +1009,11 @@ async def _dump(client: Redis, prefix: str) -> dict[str, Any]:
         registry[unescape(str(key)[len(prefix) + 3 : -1])] = value.partition(":")[2]
     for user in sorted(set(users)):
         keys = UserKeys.of(prefix, user)
-        c, s, e, th, x, u, f, fz, fk = keys.fixed
+        c, s, e, th, x, u, f, fz, fk, p = keys.fixed
         metas: dict[str, str] = await r.hgetall(c)
         listing = set(await r.zrange(s, 0, -1))
+        pins = set(await r.zrange(p, 0, -1))
+        scores = {str(k): float(v) for k, v in await r.zrange(u, 0, -1, withscores=True)}
         expiries = {str(k): int(v) for k, v in await r.zrange(e, 0, -1, withscores=True)}
         homes: dict[str, str] = await r.hgetall(th)
         by_session = set(await r.zrange(x, 0, -1))
@@ -931,6 +1029,8 @@ async def _dump(client: Redis, prefix: str) -> dict[str, Any]:
             states[sid] = (None if state is None else str(state), int(json.loads(meta)["v"]))
             if json.loads(meta)["k"] not in listing:
                 problems.append(f"{user}/{sid}: not in the listing")
+            if (json.loads(meta)["k"] in pins) != record.pinned:
+                problems.append(f"{user}/{sid}: pinned {record.pinned}, P disagrees")
             if record.expires_at != expiries.get(sid):
                 problems.append(f"{user}/{sid}: expiry index {expiries.get(sid)}")
             if registry.get(sid) != user:
@@ -948,6 +1048,8 @@ async def _dump(client: Redis, prefix: str) -> dict[str, Any]:
         for member in listing:
             if member[TIME_WIDTH:] not in metas:
                 problems.append(f"{user}: listing entry {member!r} without its conversation")
+        if not pins <= listing:
+            problems.append(f"{user}: pinned entries {sorted(pins - listing)} not in S")
         for sid in expiries:
             if sid not in metas:
                 problems.append(f"{user}: expiry of missing conversation {sid!r}")
@@ -959,6 +1061,20 @@ async def _dump(client: Redis, prefix: str) -> dict[str, Any]:
                 problems.append(f"{user}/{sid}/{tid}: task without its conversation")
             if member not in by_session or member not in by_update:
                 problems.append(f"{user}/{sid}/{tid}: task missing from X or U")
+            held = sid in sessions and sessions[sid].pinned
+            if member in scores and (scores[member] == float("inf")) != held:
+                problems.append(f"{user}/{sid}/{tid}: U score {scores[member]}, pinned {held}")
+            stored_task = tasks[user, tid]
+            if (
+                not held
+                and stored_task is not None
+                and scores.get(member)
+                not in (
+                    None,
+                    float(stored_task.updated_time),
+                )
+            ):
+                problems.append(f"{user}/{sid}/{tid}: U score is not its updated_time")
             if states.get(sid, (None, 0))[0] is not None and tasks[user, tid] is None:
                 problems.append(f"{user}/{sid}/{tid}: task home without the task")
         for member in by_session | by_update:

@@ -97,7 +97,8 @@ return out
 
 # The user's keys, then conv(1). ARGV: sid, record JSON, listing member, expires_at,
 # floor ms, state JSON, task count n, then n (task id, stored value, kT member,
-# updated_time), then (feedback id, task id, stored value, FZ member) to the end.
+# U score: updated_time, or '+inf' in a pinned conversation), then (feedback id,
+# task id, stored value, FZ member) to the end.
 # 1 written; {0, field, id} on a taken id (nothing written).
 _IMPORT = Script(
     "import_conversation",
@@ -117,6 +118,7 @@ end
 redis.call('DEL', kt, kT)
 redis.call('HSET', C, sid, ARGV[2])
 redis.call('ZADD', S, 0, ARGV[3])
+if pinned(cjson.decode(ARGV[2])) then redis.call('ZADD', P, 0, ARGV[3]) end
 redis.call('SET', ks, ARGV[6])
 for i = 8, first - 1, 4 do
   local tid = ARGV[i]
@@ -169,7 +171,7 @@ for i = 2, #ARGV do
   end
 end
 if redis.call('HLEN', C) == 0 then
-  redis.call('DEL', S, E, TH, X, U, FH, FZ, FK)
+  redis.call('DEL', S, E, TH, X, U, FH, FZ, FK, P)
 end
 local out = {deleted}
 for _, sid in ipairs(dropped) do out[#out + 1] = sid end
@@ -283,7 +285,8 @@ def _import_args(store: RedisStore, rows: UserRows, item: StoredSession) -> list
             [task.updated_time, task.user_message, task.message_bubbles, task.task_metadata]
         )
         created = ascending(task.created_time)
-        args += [task.id, created + body, created + task.id, task.updated_time]
+        score = "+inf" if record.pinned else task.updated_time
+        args += [task.id, created + body, created + task.id, score]
     for fb in (fb for fb in rows.feedback if fb.session_id == record.id):
         body = dump_json([fb.session_id, fb.task_id, fb.rating, fb.comment, fb.created_time])
         created = descending(fb.created_time)

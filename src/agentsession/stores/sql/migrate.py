@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -67,15 +67,22 @@ _MYSQL_LOCK_NAME = "agentsession_migrate"
 _FILE_LOCK_POLL = 0.05
 
 
-def alembic_config(connection: Connection | None = None, tables: Tables = DEFAULT_TABLES) -> Config:
+def alembic_config(
+    connection: Connection | None = None,
+    tables: Tables = DEFAULT_TABLES,
+    *,
+    search_language: str = "simple",
+) -> Config:
     """A programmatic Alembic ``Config`` (no ini file) for the package's migrations.
 
     ``connection`` is handed to ``env.py``, which runs the migrations on it, for the
-    table set ``tables`` (its prefix and schema).
+    table set ``tables`` (its prefix and schema). ``search_language``: PostgreSQL's
+    text search configuration, which revision 0005 indexes existing tasks with.
     """
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     config.attributes["tables"] = tables
+    config.attributes["search_language"] = search_language
     if connection is not None:
         config.attributes["connection"] = connection
     return config
@@ -96,8 +103,13 @@ async def current_revision(engine: AsyncEngine, tables: Tables = DEFAULT_TABLES)
         return await conn.run_sync(_current_revision, tables)
 
 
-async def migrate(engine: AsyncEngine, tables: Tables = DEFAULT_TABLES) -> bool:
+async def migrate(
+    engine: AsyncEngine, tables: Tables = DEFAULT_TABLES, *, search_language: str = "simple"
+) -> bool:
     """Upgrade the database to head; ``True`` if this call applied anything.
+
+    ``search_language``: the text search configuration (PostgreSQL) that revision
+    0005 indexes existing tasks with; pass the store's (``SqlStore.search_language``).
 
     Safe to call from many processes at once: the migration runs exactly once and
     every caller returns when the schema is at head. ``StoreUnavailable`` if the
@@ -116,12 +128,13 @@ async def migrate(engine: AsyncEngine, tables: Tables = DEFAULT_TABLES) -> bool:
             if found == {head}:
                 return False
             dialect = dialect_of(engine.url)
+            upgrade = functools.partial(_upgrade, tables=tables, language=search_language)
             if dialect == "postgresql":
-                applied = await _migrate_postgresql(conn, tables)
+                applied = await _migrate_postgresql(conn, tables, upgrade)
             elif dialect == "mysql":
-                applied = await _migrate_mysql(conn, tables)
+                applied = await _migrate_mysql(conn, upgrade)
             else:
-                applied = await _migrate_sqlite(conn, engine.url.database, tables)
+                applied = await _migrate_sqlite(conn, engine.url.database, upgrade)
     except Exception as error:
         if found is not None:  # the schema was behind: the migration itself failed
             _log_migration(engine, tables, found, head, started, error)
@@ -176,7 +189,11 @@ async def _versions(conn: AsyncConnection, tables: Tables) -> set[str]:
     return versions
 
 
-async def _migrate_postgresql(conn: AsyncConnection, tables: Tables) -> bool:
+#: ``_upgrade`` with its table set and language bound: what each dialect's path runs.
+_Upgrade = Callable[[Connection], bool]
+
+
+async def _migrate_postgresql(conn: AsyncConnection, tables: Tables, upgrade: _Upgrade) -> bool:
     # A transaction (the engine's connections autocommit), READ COMMITTED whatever
     # the server default: the check after the lock must see what the process that
     # held it committed.
@@ -195,12 +212,12 @@ async def _migrate_postgresql(conn: AsyncConnection, tables: Tables) -> bool:
     # an ALTER stuck behind a long transaction fails instead of stalling the table.
     if tables.schema:
         await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{tables.schema}"'))
-    applied = await _run_upgrade(conn, tables)
+    applied = await _run_upgrade(conn, upgrade)
     await conn.commit()
     return applied
 
 
-async def _migrate_mysql(conn: AsyncConnection, tables: Tables) -> bool:
+async def _migrate_mysql(conn: AsyncConnection, upgrade: _Upgrade) -> bool:
     # Out of autocommit, so a revision's data changes commit together with its
     # version row (MySQL DDL commits implicitly regardless).
     await conn.execution_options(isolation_level="READ COMMITTED")
@@ -212,7 +229,7 @@ async def _migrate_mysql(conn: AsyncConnection, tables: Tables) -> bool:
         raise TimeoutError(f"waited {LOCK_TIMEOUT}s for another migration")
     try:
         # MySQL DDL commits implicitly: the lock, not a transaction, keeps others out.
-        applied = await _run_upgrade(conn, tables)
+        applied = await _run_upgrade(conn, upgrade)
         await conn.commit()
     finally:
         # The lock belongs to the server session, which goes back to the pool: free it.
@@ -226,13 +243,13 @@ async def _migrate_mysql(conn: AsyncConnection, tables: Tables) -> bool:
     return applied
 
 
-async def _migrate_sqlite(conn: AsyncConnection, database: str | None, tables: Tables) -> bool:
+async def _migrate_sqlite(conn: AsyncConnection, database: str | None, upgrade: _Upgrade) -> bool:
     if database in (None, "", ":memory:"):
-        return await _upgrade_sqlite(conn, tables)
+        return await _upgrade_sqlite(conn, upgrade)
     fd = await _lock_file(f"{database}.migrate.lock")
     try:
         await enable_wal(conn)
-        return await _upgrade_sqlite(conn, tables)
+        return await _upgrade_sqlite(conn, upgrade)
     finally:
         _unlock_file(fd)
 
@@ -257,7 +274,7 @@ async def enable_wal(conn: AsyncConnection) -> None:
         raise StoreUnavailable(f"SQLite refused WAL mode (journal_mode is {mode!r})")
 
 
-async def _upgrade_sqlite(conn: AsyncConnection, tables: Tables) -> bool:
+async def _upgrade_sqlite(conn: AsyncConnection, upgrade: _Upgrade) -> bool:
     # Neither autocommit nor pysqlite's implicit transactions cover DDL; an explicit
     # one makes the upgrade all-or-nothing, so a crash halfway never leaves tables
     # without a version row. IMMEDIATE: take the write lock now, not halfway.
@@ -268,7 +285,7 @@ async def _upgrade_sqlite(conn: AsyncConnection, tables: Tables) -> bool:
     try:
         await conn.exec_driver_sql("BEGIN IMMEDIATE")
         try:
-            applied = await _run_upgrade(conn, tables)
+            applied = await _run_upgrade(conn, upgrade)
             broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).fetchall()
             if broken:
                 raise RuntimeError(
@@ -292,13 +309,13 @@ class _UpgradeFailed(Exception):
         self.error = error
 
 
-async def _run_upgrade(conn: AsyncConnection, tables: Tables) -> bool:
+async def _run_upgrade(conn: AsyncConnection, upgrade: _Upgrade) -> bool:
     # A statement of a revision failing (say, a table that is already there) is a
     # bug or a hand-made table, not an unreachable database: the caller sees it as
     # it is. Losing the connection halfway, a timeout, or a privilege the user lacks
     # (CREATE on the schema) is still translated: StoreUnavailable, StoreMisconfigured.
     try:
-        return await conn.run_sync(_upgrade, tables)
+        return await conn.run_sync(upgrade)
     except DBAPIError as exc:
         if exc.connection_invalidated or translate(exc, conn.engine.url) is not None:
             raise
@@ -314,14 +331,14 @@ def _current_revision(connection: Connection, tables: Tables) -> str | None:
     return _version_context(connection, tables).get_current_revision()
 
 
-def _upgrade(connection: Connection, tables: Tables) -> bool:
+def _upgrade(connection: Connection, *, tables: Tables, language: str) -> bool:
     """Under the lock: check again, then upgrade on ``connection`` (caller commits)."""
     heads = set(_version_context(connection, tables).get_current_heads())
     if heads == {head_revision()}:
         return False
     if not heads:
         _refuse_clashes(connection, tables)
-    command.upgrade(alembic_config(connection, tables), "head")
+    command.upgrade(alembic_config(connection, tables, search_language=language), "head")
     return True
 
 

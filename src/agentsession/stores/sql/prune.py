@@ -30,6 +30,14 @@ many candidates pass reads them all, batch after batch. So that rule walks a
 *window*: the next ``n`` candidates by ``(updated_time, id)`` (``idle_window``, an
 index range and nothing else), then deletes those of them that are idle by id
 (``delete_ids``); the next window starts after the last candidate, kept or not.
+
+Pinned conversations (``sessions.pinned``) are never idle, and their tasks are never
+old: the chat-task rule skips a task whose conversation is pinned, on PostgreSQL with
+``session_id NOT IN (SELECT id FROM sessions WHERE pinned)`` (a hashed subplan: the
+pinned ids read once per statement from the partial index ``ix_sessions_pinned``),
+elsewhere with a scalar subquery (a primary-key probe per old task; ``NOT EXISTS``
+would be a semi-join MariaDB materializes from every conversation). Either way a batch
+still walks the ``updated_time`` index.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ from sqlalchemy.sql.selectable import NamedFromClause
 
 from agentsession.stores.base import RULES, Cutoffs
 from agentsession.stores.sql.schema import Tables
+from agentsession.stores.sql.statements import pinned_condition
 
 __all__ = [
     "RULES",
@@ -85,13 +94,20 @@ def _key(rule: str, table: NamedFromClause) -> ColumnElement[int]:
 
 
 def _old(
-    t: Tables, rule: str, table: NamedFromClause, cut: Cutoffs, *, recheck: bool = False
+    t: Tables,
+    rule: str,
+    table: NamedFromClause,
+    cut: Cutoffs,
+    *,
+    recheck: bool = False,
+    dialect: str | None = None,
 ) -> ColumnElement[bool]:
     """The rule's condition on a row of ``table`` (the rule's table or an alias of it).
 
     ``recheck``: the condition only re-checks rows already picked by id, so its time
     column is wrapped (``+ 0``) where no planner can use it: the ids' primary key
-    must be the way in, not a range scan over every old row.
+    must be the way in, not a range scan over every old row. ``dialect``: how a task's
+    pinned conversation is looked for (``_unpinned``).
     """
     c = table.c
 
@@ -101,7 +117,7 @@ def _old(
 
     if rule == "chat_tasks":
         assert cut.tasks is not None
-        return time("updated_time") < cut.tasks
+        return and_(time("updated_time") < cut.tasks, _unpinned(t, table, dialect))
     if rule == "feedback":
         assert cut.feedback is not None
         return time("created_time") < cut.feedback
@@ -127,8 +143,26 @@ def _old(
         time("updated_time") < cut.idle,
         or_(c.last_viewed_at.is_(None), c.last_viewed_at < cut.idle),
         or_(c.expires_at.is_(None), c.expires_at > cut.now),
+        pinned_condition(table, False),
         recent_task.is_(None),
     )
+
+
+def _unpinned(t: Tables, tasks: NamedFromClause, dialect: str | None) -> ColumnElement[bool]:
+    """The task's conversation is not pinned: on PostgreSQL ``NOT IN`` the pinned ids
+    (hashed once per statement), elsewhere a scalar subquery probing the conversation
+    by its key (MariaDB would turn ``NOT EXISTS`` into a scan of every conversation)."""
+    s = t.sessions
+    if dialect == "postgresql":
+        pinned_ids = select(s.c.id).where(pinned_condition(s, True))
+        return tasks.c.session_id.not_in(pinned_ids)
+    pinned = (
+        select(literal(1))
+        .where(s.c.id == tasks.c.session_id, pinned_condition(s, True))
+        .limit(1)
+        .scalar_subquery()
+    )
+    return pinned.is_(None)
 
 
 def idle_window(t: Tables, cut: Cutoffs, after: tuple[int, str] | None, limit: int) -> Select[Any]:
@@ -148,11 +182,19 @@ def idle_window(t: Tables, cut: Cutoffs, after: tuple[int, str] | None, limit: i
     return select(t.sessions.c.id, key).where(condition).order_by(key, t.sessions.c.id).limit(limit)
 
 
-def select_batch(t: Tables, rule: str, cut: Cutoffs, after: int | None, limit: int) -> Select[Any]:
+def select_batch(
+    t: Tables,
+    rule: str,
+    cut: Cutoffs,
+    after: int | None,
+    limit: int,
+    *,
+    dialect: str | None = None,
+) -> Select[Any]:
     """The next ``limit`` old rows of ``rule``, oldest first: ``(id, key)``."""
     table = _table(t, rule).alias("batch")
     key = _key(rule, table)
-    condition = _old(t, rule, table, cut)
+    condition = _old(t, rule, table, cut, dialect=dialect)
     if after is not None:
         condition = and_(key >= after, condition)
     return select(table.c.id, key).where(condition).order_by(key).limit(limit)
@@ -175,7 +217,7 @@ def _chosen(
 ) -> ColumnElement[bool]:
     """The rows of the next batch, by address: ``ctid = ANY(ARRAY(...))`` on PostgreSQL
     (the array is computed once; then a TID scan), ``rowid IN (...)`` on SQLite."""
-    batch = select_batch(t, rule, cut, after, limit)
+    batch = select_batch(t, rule, cut, after, limit, dialect=dialect)
     alias = batch.get_final_froms()[0]
     assert isinstance(alias, NamedFromClause)
     addresses = batch.with_only_columns(_address(dialect, alias))
@@ -197,7 +239,7 @@ def delete_batch(
     table = _table(t, rule)
     key = _key(rule, table)
     chosen = _chosen(t, dialect, rule, cut, after, limit)
-    recheck = _old(t, rule, table, cut, recheck=True)
+    recheck = _old(t, rule, table, cut, recheck=True, dialect=dialect)
     if dialect != "postgresql":
         return delete(table).where(chosen, recheck).returning(key)
     gone = delete(table).where(chosen, recheck).returning(key.label("key")).cte("gone")
@@ -212,7 +254,7 @@ def delete_tasks(
     ``(id, key)`` per task, PostgreSQL one row ``(count, max key, array of ids)``."""
     table = t.chat_tasks
     chosen = _chosen(t, dialect, "chat_tasks", cut, after, limit)
-    recheck = _old(t, "chat_tasks", table, cut, recheck=True)
+    recheck = _old(t, "chat_tasks", table, cut, recheck=True, dialect=dialect)
     gone = delete(table).where(chosen, recheck).returning(table.c.id, table.c.updated_time)
     if dialect != "postgresql":
         return gone
@@ -300,18 +342,19 @@ def delete_ids(t: Tables, rule: str, cut: Cutoffs, rows: Sequence[Any]) -> Execu
     )
 
 
-def count_query(t: Tables, rule: str, cut: Cutoffs) -> Select[Any]:
+def count_query(t: Tables, rule: str, cut: Cutoffs, *, dialect: str | None = None) -> Select[Any]:
     """How many rows ``rule`` would delete, running after the rules before it (dry run).
 
     Rules before it change nothing it looks at, except that old tasks take their
-    feedback along: the feedback rule counts only feedback whose task stays.
+    feedback along: the feedback rule counts only feedback whose task stays (a recent
+    task, or any task of a pinned conversation).
     """
     table = _table(t, rule)
-    query = select(func.count()).select_from(table).where(_old(t, rule, table, cut))
+    condition = _old(t, rule, table, cut, dialect=dialect)
+    query = select(func.count()).select_from(table).where(condition)
     if rule == "feedback" and cut.tasks is not None:
-        task = and_(
-            t.chat_tasks.c.id == t.feedback.c.task_id,
-            t.chat_tasks.c.user_id == t.feedback.c.user_id,
-        )
-        query = query.join(t.chat_tasks, task).where(t.chat_tasks.c.updated_time >= cut.tasks)
+        tasks = t.chat_tasks
+        task = and_(tasks.c.id == t.feedback.c.task_id, tasks.c.user_id == t.feedback.c.user_id)
+        pruned = _old(t, "chat_tasks", tasks, cut, dialect=dialect)
+        query = query.join(tasks, task).where(~pruned)
     return query

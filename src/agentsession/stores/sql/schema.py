@@ -14,17 +14,26 @@ schema), so the package lives beside an app's own tables
 (``session_service.table_prefix`` / ``schema``); the module-level names are the
 default set: ``sessions``, ``chat_tasks``, ``feedback``, ``agentsession_leases``,
 ``agentsession_revocations``.
+
+Search (migration 0005): ``sessions.search_name`` and ``chat_tasks.search`` hold what
+is searched, written by the statements that write the row (``stores.sql.search``):
+on PostgreSQL ``search`` is a ``tsvector``, on MySQL/MariaDB and SQLite the words as
+text. Only SQLite has a full-text table beside them, ``<prefix>chat_tasks_search``
+(FTS5, kept in step by triggers on ``chat_tasks``, keyed by ``search_key``), which is
+no ``Table`` here: ``search_objects`` names it and its triggers. Indexes made on
+some databases only carry ``ddl_if`` and are listed in ``DIALECT_ONLY``.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -35,6 +44,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy.dialects import mysql, postgresql
 
@@ -43,12 +54,16 @@ from agentsession.config import check_prefix, check_schema
 
 __all__ = [
     "DEFAULT_TABLES",
+    "DIALECT_ONLY",
+    "FTS_SHADOW_TABLES",
     "Tables",
     "chat_tasks",
+    "comparison_filter",
     "feedback",
     "leases",
     "metadata",
     "revocations",
+    "search_objects",
     "sessions",
     "tables",
     "tables_from",
@@ -62,6 +77,23 @@ _MYSQL: dict[str, Any] = {
 }
 _LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
+
+#: ``chat_tasks.search``: a ``tsvector`` on PostgreSQL, the words as text elsewhere.
+_SEARCH_TYPE = (
+    Text()
+    .with_variant(postgresql.TSVECTOR(), "postgresql")
+    .with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+)
+
+#: Index name (without the prefix) -> the dialects that have it; elsewhere it is not
+#: made (``Index.ddl_if``), and schema comparisons leave it out.
+DIALECT_ONLY: dict[str, tuple[str, ...]] = {
+    # The user's pinned conversations, for ``list_sessions(pinned=True)`` and the
+    # retention rules; MySQL has no partial index (it filters the listing index).
+    "ix_sessions_pinned": ("postgresql", "sqlite"),
+    # SQLite: a task's row in the FTS5 table.
+    "uq_chat_tasks_search_key": ("sqlite",),
+}
 
 _ID_TYPE = String(ID_LENGTH).with_variant(
     postgresql.VARCHAR(ID_LENGTH, collation="C"), "postgresql"
@@ -121,6 +153,10 @@ def tables(prefix: str = "", schema: str | None = None) -> Tables:
         Column("updated_time", BigInteger, nullable=False),
         Column("last_viewed_at", BigInteger),
         Column("expires_at", BigInteger),
+        # Kept out of retention's idle and chat-task rules (migration 0005).
+        Column("pinned", Boolean(create_constraint=False), nullable=False, server_default=false()),
+        # The name's words (``search.name_words``), for search; null without a name.
+        Column("search_name", Text),
         Index(f"ix_{p}sessions_updated_time", "updated_time"),
         Index(f"ix_{p}sessions_expires_at", "expires_at"),
         **_MYSQL,
@@ -131,6 +167,19 @@ def tables(prefix: str = "", schema: str | None = None) -> Tables:
         sessions.c.user_id,
         sessions.c.updated_time.desc(),
         sessions.c.id,
+    )
+    _only(
+        Index(
+            f"ix_{p}sessions_pinned",
+            sessions.c.user_id,
+            sessions.c.updated_time.desc(),
+            sessions.c.id,
+            # Written as the queries write it (``statements.pinned_condition``): SQLite
+            # uses a partial index only for a WHERE term the same as its own.
+            postgresql_where=sessions.c.pinned,
+            sqlite_where=sessions.c.pinned == true(),
+        ),
+        "ix_sessions_pinned",
     )
     # A task id is the user's own: the key is (id, user_id), so one user's choice of id
     # is never refused because of, and never reveals, another user's tasks.
@@ -145,11 +194,19 @@ def tables(prefix: str = "", schema: str | None = None) -> Tables:
         Column("task_metadata", _LONG_TEXT),
         Column("created_time", BigInteger, nullable=False),
         Column("updated_time", BigInteger, nullable=False),
+        # What search matches (``stores.sql.search``): a tsvector on PostgreSQL, the
+        # words as text elsewhere; SQLite's FTS5 row is ``search_key`` (null elsewhere).
+        Column("search", _SEARCH_TYPE),
+        Column("search_key", BigInteger),
         Index(f"ix_{p}chat_tasks_session_id_created_time_id", "session_id", "created_time", "id"),
         Index(f"ix_{p}chat_tasks_created_time", "created_time"),
         Index(f"ix_{p}chat_tasks_updated_time", "updated_time"),
         PrimaryKeyConstraint("id", "user_id"),
         **_MYSQL,
+    )
+    _only(
+        Index(f"uq_{p}chat_tasks_search_key", chat_tasks.c.search_key, unique=True),
+        "uq_chat_tasks_search_key",
     )
     # No foreign key to the task: one would fire a row trigger (PostgreSQL) or a
     # cascade lookup (InnoDB) for every task deleted, half of a retention batch's cost.
@@ -205,6 +262,51 @@ def tables(prefix: str = "", schema: str | None = None) -> Tables:
         f"{p}agentsession_alembic_version",
         revocations,
     )
+
+
+def _only(index: Index, name: str) -> None:
+    """Make ``index`` only on the databases ``DIALECT_ONLY[name]`` lists."""
+    # A tuple of names works (``DDLIf._should_execute``); the annotation says one str.
+    index.ddl_if(dialect=cast("str", DIALECT_ONLY[name]))
+
+
+def search_objects(prefix: str = "") -> dict[str, str]:
+    """SQLite's full-text objects outside the ``MetaData``, by kind: the FTS5 table
+    (``fts``; its shadow tables are named ``<fts>_data`` etc.) and the three triggers
+    that keep it in step with ``chat_tasks`` (``insert``, ``delete``, ``update``)."""
+    p = check_prefix(prefix)
+    return {
+        "fts": f"{p}chat_tasks_search",
+        "insert": f"{p}chat_tasks_search_insert",
+        "delete": f"{p}chat_tasks_search_delete",
+        "update": f"{p}chat_tasks_search_update",
+    }
+
+
+#: The shadow tables FTS5 makes for a contentless table ``<fts>`` (``<fts>_data``...).
+FTS_SHADOW_TABLES = ("data", "idx", "docsize", "config")
+
+
+def comparison_filter(dialect: str, prefix: str = "") -> Callable[..., bool]:
+    """An Alembic ``include_object`` hook for comparing a database with the ``MetaData``:
+    it leaves out what the metadata does not describe on ``dialect``, an index of
+    ``DIALECT_ONLY`` made elsewhere only, and SQLite's FTS5 table with its shadow tables."""
+    p = check_prefix(prefix)
+    dialect = "mysql" if dialect == "mariadb" else dialect
+    elsewhere = {
+        name.replace("_", f"_{p}", 1)
+        for name, dialects in DIALECT_ONLY.items()
+        if dialect not in dialects
+    }
+    fts = search_objects(p)["fts"]
+    full_text = {fts, *(f"{fts}_{shadow}" for shadow in FTS_SHADOW_TABLES)}
+
+    def include(_item: object, name: str | None, kind: str, *_args: object) -> bool:
+        if kind == "index":
+            return name not in elsewhere
+        return not (kind == "table" and name in full_text)
+
+    return include
 
 
 def tables_from(attributes: Mapping[str, Any]) -> Tables:

@@ -8,6 +8,11 @@ with ``bindparam`` placeholders, and executed with a dict of values: SQLAlchemy 
 their compiled form in its cache at once. Every parameter is named ``p_<what>``: a
 plain column name (``user_id``) in the values of an UPDATE would be taken by SQLAlchemy
 as a column to SET.
+
+A task's save also writes its search index (``chat_tasks.search``, from
+``:p_search``, see ``stores.sql.search``): on PostgreSQL ``to_tsvector(<language>,
+:p_search)``, on SQLite the text plus the next ``search_key`` (the triggers put it in
+FTS5), on MySQL the text; the statement count stays one.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    false,
     func,
     literal,
     or_,
     select,
+    true,
     union_all,
     update,
 )
@@ -35,6 +42,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.sql.expression import Executable
 
 from agentsession.stores.sql.schema import Tables
+from agentsession.stores.sql.search import tsvector_of
 
 __all__ = ["TOUCH_KINDS", "Statements"]
 
@@ -87,8 +95,9 @@ class Statements:
 
     get_session: Select[Any]
     load_state: Select[Any]
-    #: ``(after?)`` -> the user's live conversations, newest first.
-    list_sessions: dict[bool, Select[Any]]
+    #: ``(after?, pinned)`` -> the user's live conversations, newest first: all of them
+    #: (pinned None), or only the pinned (True) or unpinned (False) ones.
+    list_sessions: dict[tuple[bool, bool | None], Select[Any]]
     #: ``(newest first?, after?)`` -> a conversation's page of tasks with a marker row.
     list_tasks: dict[tuple[bool, bool], Executable]
     write_state: Update
@@ -100,8 +109,12 @@ class Statements:
     save: dict[str, Executable]
 
     @classmethod
-    def build(cls, tables: Tables, dialect: str) -> Statements:
-        """Build the statements (no database needed; cheap enough to do in ``__init__``)."""
+    def build(cls, tables: Tables, dialect: str, language: str = "simple") -> Statements:
+        """Build the statements (no database needed; cheap enough to do in ``__init__``).
+
+        ``language``: PostgreSQL's text search configuration of a task's index (checked
+        by ``config.check_search_language``).
+        """
         s, t = tables.sessions, tables.chat_tasks
         session_columns = (
             s.c.id,
@@ -113,6 +126,7 @@ class Statements:
             s.c.updated_time,
             s.c.last_viewed_at,
             s.c.expires_at,
+            s.c.pinned,
         )
         task_columns = (
             t.c.id,
@@ -164,7 +178,7 @@ class Statements:
             kind: update(s).where(owned, ~elsewhere).values(values)
             for kind, values in touches.items()
         }
-        names = [column.name for column in task_columns]
+        names = [column.name for column in task_columns] + _search_columns(dialect)
 
         def row(session_id: Any, user_id: Any) -> Select[Any]:
             """The task's row as a SELECT, its conversation and user taken from a table."""
@@ -177,6 +191,7 @@ class Statements:
                 bindparam("p_task_metadata", type_=t.c.task_metadata.type),
                 bindparam("p_created_time", type_=BigInteger),
                 bindparam("p_updated_time", type_=BigInteger),
+                *_search_values(tables, dialect, language),
             )
 
         save: dict[str, Executable] = {}
@@ -227,8 +242,11 @@ class Statements:
             get_session=select(*session_columns).where(owned),
             load_state=select(s.c.state, s.c.version).where(owned),
             list_sessions={
-                after: _page(sessions, s.c.updated_time, s.c.id, newest=True, after=after)
+                (after, pinned): _page(
+                    _pinned(sessions, s, pinned), s.c.updated_time, s.c.id, newest=True, after=after
+                )
                 for after in (False, True)
+                for pinned in (None, True, False)
             },
             list_tasks={
                 (newest, after): tasks(newest, after)
@@ -249,10 +267,41 @@ class Statements:
 
 
 def _task_updates(new: Any) -> dict[str, Any]:
-    """What saving a task again replaces (``new``: the upsert's proposed row)."""
+    """What saving a task again replaces (``new``: the upsert's proposed row); the
+    search index with it (SQLite keeps the task's ``search_key``)."""
     return {
         "user_message": new.user_message,
         "message_bubbles": new.message_bubbles,
         "task_metadata": new.task_metadata,
         "updated_time": new.updated_time,
+        "search": new.search,
     }
+
+
+def pinned_condition(sessions: Any, pinned: bool) -> ColumnElement[bool]:
+    """Pinned (or not) conversations, written as the partial index ``ix_sessions_pinned``
+    is (``WHERE pinned``), so that PostgreSQL and SQLite match it."""
+    column: ColumnElement[bool] = sessions.c.pinned
+    return column == true() if pinned else column == false()
+
+
+def _pinned(query: Select[Any], sessions: Any, pinned: bool | None) -> Select[Any]:
+    return query if pinned is None else query.where(pinned_condition(sessions, pinned))
+
+
+def _search_columns(dialect: str) -> list[str]:
+    """The search columns a task's save writes besides its own (see ``_search_values``)."""
+    return ["search", "search_key"] if dialect == "sqlite" else ["search"]
+
+
+def _search_values(tables: Tables, dialect: str, language: str) -> list[Any]:
+    """The values of ``_search_columns``: PostgreSQL's tsvector of ``:p_search``,
+    elsewhere the text; on SQLite also the next ``search_key`` (one writer at a time)."""
+    text = bindparam("p_search", type_=tables.chat_tasks.c.search.type)
+    if dialect == "postgresql":
+        return [tsvector_of(language, bindparam("p_search"))]
+    if dialect == "sqlite":
+        key = tables.chat_tasks.c.search_key
+        next_key = select(func.coalesce(func.max(key), 0) + 1).scalar_subquery()
+        return [text, next_key]
+    return [text]

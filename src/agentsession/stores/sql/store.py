@@ -6,7 +6,8 @@ TTL are checked inside that statement (``INSERT ... SELECT ... FROM sessions WHE
 the caller owns a live conversation); upserts are ``INSERT ... ON CONFLICT`` on
 PostgreSQL and SQLite and ``INSERT ... ON DUPLICATE KEY UPDATE`` on MySQL. Only
 error paths (a missing conversation, a lost optimistic race) spend a second query
-to say which it was.
+to say which it was. A search is one query too (``stores.sql.search``), over the
+user's own rows.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from sqlalchemy import (
     Executable,
     Select,
     and_,
+    bindparam,
     delete,
+    func,
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -39,13 +43,17 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from agentsession.common import dump_json
-from agentsession.errors import ConfigError, IdConflict
+from agentsession.config import check_search_language
+from agentsession.errors import ConfigError, IdConflict, StoreMisconfigured
 from agentsession.stores.base import (
     Cutoffs,
     FeedbackFilter,
     FeedbackRecord,
     Holder,
     Revocation,
+    SearchHit,
+    SearchKey,
+    SearchQuery,
     SessionRecord,
     StoredSession,
     TaskRecord,
@@ -72,6 +80,14 @@ from agentsession.stores.sql.prune import (
     select_batch,
 )
 from agentsession.stores.sql.schema import tables
+from agentsession.stores.sql.search import (
+    SearchStatements,
+    hit_of,
+    name_words,
+    task_search_value,
+    task_words,
+    tsvector_of,
+)
 from agentsession.stores.sql.statements import Statements
 from agentsession.stores.sql.userdata import (
     ERASE_ORDER,
@@ -103,13 +119,22 @@ class SqlStore:
     prunes_lazily = False
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, table_prefix: str = "", schema: str | None = None
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        table_prefix: str = "",
+        schema: str | None = None,
+        search_language: str = "simple",
     ) -> None:
         """``url`` in any form ``engine.normalize_url`` accepts; nothing connects yet.
 
         ``table_prefix`` names the tables ``<prefix>sessions`` etc., and ``schema`` (on
         PostgreSQL) puts them in that schema, so they live beside an app's own tables.
+        ``search_language`` (PostgreSQL only) is the text search configuration tasks
+        are indexed and searched with; ``start`` checks the database has it.
         """
+        self.search_language = check_search_language(search_language)
         self.url = normalize_url(url)
         self.dialect = dialect_of(self.url)
         if schema is not None and self.dialect != "postgresql":
@@ -125,7 +150,9 @@ class SqlStore:
         self.feedback = self.tables.feedback
         self.engine: AsyncEngine = create_engine(self.url, pool_size=pool_size)
         #: The hot statements, built once (``statements.Statements``).
-        self.statements = Statements.build(self.tables, self.dialect)
+        self.statements = Statements.build(self.tables, self.dialect, self.search_language)
+        #: The search statements, each built on first use (``search.SearchStatements``).
+        self._search = SearchStatements(self.tables, self.dialect, self.search_language)
         #: MySQL: a task's whole save as one request (``_save_task_mysql``).
         self._mysql_saves = (
             _mysql_saves(self.statements, self.engine) if self.dialect == "mysql" else {}
@@ -143,6 +170,7 @@ class SqlStore:
             c.updated_time,
             c.last_viewed_at,
             c.expires_at,
+            c.pinned,
         )
         t = self.chat_tasks.c
         self._task_columns = (
@@ -171,10 +199,34 @@ class SqlStore:
         return f"SqlStore({mask_url(self.url)!r})"
 
     async def start(self) -> None:
-        """Bring the schema to head (under a cross-process lock; a no-op when current)."""
+        """Check the search language (PostgreSQL), then bring the schema to head (under
+        a cross-process lock; a no-op when current)."""
         from agentsession.stores.sql.migrate import migrate
 
-        await migrate(self.engine, self.tables)
+        await self.check_language()
+        await migrate(self.engine, self.tables, search_language=self.search_language)
+
+    async def check_language(self) -> None:
+        """PostgreSQL: ``StoreMisconfigured`` unless the database has the text search
+        configuration ``search_language`` (one query, which never fails on a bad name).
+        Elsewhere nothing: the setting is not used."""
+        if self.dialect != "postgresql":
+            return
+        schema, _, name = self.search_language.rpartition(".")
+        query = text(
+            "SELECT count(*) FROM pg_catalog.pg_ts_config c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace "
+            "WHERE c.cfgname = :name AND (n.nspname = :schema "
+            "OR (:schema = '' AND pg_catalog.pg_ts_config_is_visible(c.oid)))"
+        )
+        rows = await self._rows(query, {"name": name, "schema": schema})
+        if not rows[0][0]:
+            raise StoreMisconfigured(
+                f"session_service.search_language: {mask_url(self.url)} has no text search "
+                f"configuration {self.search_language!r} (SESSION_SEARCH_LANGUAGE); use one "
+                "that `SELECT cfgname FROM pg_ts_config` lists, e.g. 'simple' (the default: "
+                "words as written) or 'english' (stemmed: 'running' finds 'run')"
+            )
 
     def _alive(self, now: int) -> ColumnElement[bool]:
         expires_at = self.sessions.c.expires_at
@@ -208,6 +260,8 @@ class SqlStore:
             "updated_time": record.updated_time,
             "last_viewed_at": record.last_viewed_at,
             "expires_at": record.expires_at,
+            "pinned": record.pinned,
+            "search_name": name_words(record.name),
         }
         try:
             await self._execute(self.sessions.insert().values(values))
@@ -220,11 +274,17 @@ class SqlStore:
         return _session(rows[0]) if rows else None
 
     async def list_sessions(
-        self, user_id: str, now: int, limit: int, after: tuple[int, str] | None
+        self,
+        user_id: str,
+        now: int,
+        limit: int,
+        after: tuple[int, str] | None,
+        *,
+        pinned: bool | None = None,
     ) -> list[SessionRecord]:
         values = _paging({"p_user_id": user_id, "p_now": now}, limit, after)
-        rows = await self._rows(self.statements.list_sessions[after is not None], values)
-        return [_session(row) for row in rows]
+        statement = self.statements.list_sessions[after is not None, pinned]
+        return [_session(row) for row in await self._rows(statement, values)]
 
     async def update_session(
         self,
@@ -236,12 +296,15 @@ class SqlStore:
         name: str | None = None,
         rename: bool = False,
         viewed: bool = False,
+        pinned: bool | None = None,
     ) -> SessionRecord | None:
         values: dict[str, Any] = {"expires_at": expires_at}
         if rename:
-            values.update(name=name, updated_time=now)
+            values.update(name=name, updated_time=now, search_name=name_words(name))
         if viewed:
             values["last_viewed_at"] = now
+        if pinned is not None:
+            values["pinned"] = pinned
         statement = (
             update(self.sessions).where(self._owned(user_id, session_id, now)).values(values)
         )
@@ -310,6 +373,7 @@ class SqlStore:
             "p_task_metadata": _dump(record.task_metadata),
             "p_created_time": record.created_time,
             "p_updated_time": record.updated_time,
+            "p_search": self._search_value(record),
         }
         if kind == "lock":
             del values["p_expires_at"]  # the statement has no such parameter
@@ -327,6 +391,11 @@ class SqlStore:
                 raise IdConflict("task_id", record.id)
             return None
         return replace(record, created_time=created)
+
+    def _search_value(self, record: TaskRecord) -> str:
+        """What the task's ``chat_tasks.search`` is written from (``search.task_search_value``)."""
+        words = task_words(record.user_message, record.message_bubbles)
+        return task_search_value(self.dialect, record.user_id, words)
 
     async def _save_task_mysql(self, kind: str, values: dict[str, Any]) -> int | None:
         """MySQL: ``BEGIN; <touch>; <upsert>; COMMIT`` sent as one request: one round trip.
@@ -412,6 +481,17 @@ class SqlStore:
         tasks = [_task(row) for row in rows if row[0] is not None]
         tasks.sort(key=lambda task: task.sort_key, reverse=newest_first)
         return tasks
+
+    # Search
+
+    async def search(
+        self, user_id: str, query: SearchQuery, now: int, limit: int, after: SearchKey | None
+    ) -> list[SearchHit]:
+        """One query (``search.SearchStatements``): the user's name hits, then task hits."""
+        prepared = self._search.values(user_id, query.terms, now, limit, after)
+        if prepared is None:
+            return []
+        return [hit_of(row) for row in await self._rows(*prepared)]
 
     # Feedback
 
@@ -576,7 +656,7 @@ class SqlStore:
 
     async def count_prunable(self, rule: str, cut: Cutoffs) -> int:
         """How many rows ``rule`` would delete (one COUNT query)."""
-        rows = await self._rows(count_query(self.tables, rule, cut))
+        rows = await self._rows(count_query(self.tables, rule, cut, dialect=self.dialect))
         return int(rows[0][0])
 
     async def take_lease(self, name: str, owner: str, expires_at: int, now: int) -> bool:
@@ -616,7 +696,7 @@ class SqlStore:
         if after is not None:
             query = query.where(c.id > after)
         rows = await self._rows(query.order_by(c.id).limit(limit))
-        return [StoredSession(_session(row[:9]), row[9], int(row[10])) for row in rows]
+        return [StoredSession(_session(row[:10]), row[10], int(row[11])) for row in rows]
 
     async def export_tasks(
         self, user_id: str, session_id: str, limit: int, after: tuple[int, str] | None
@@ -638,14 +718,32 @@ class SqlStore:
 
     async def _import_in(self, connection: AsyncConnection, rows: UserRows) -> None:
         await self._check_ids(connection, rows)
-        batches: list[tuple[Any, list[dict[str, Any]]]] = [
-            (self.sessions, [_session_row(item) for item in rows.sessions]),
-            (self.chat_tasks, [_task_row(item) for item in rows.tasks]),
-            (self.feedback, [_feedback_row(item) for item in rows.feedback]),
+        tasks = [_task_row(item) | {"p_search": self._search_value(item)} for item in rows.tasks]
+        sessions = [_session_row(item) for item in rows.sessions]
+        feedback = [_feedback_row(item) for item in rows.feedback]
+        if self.dialect == "sqlite" and tasks:
+            # Their FTS5 keys, after the largest taken (the transaction is the only writer).
+            key = self.chat_tasks.c.search_key
+            taken = (await connection.execute(select(func.max(key)))).scalar()
+            for number, values in enumerate(tasks, start=int(taken or 0) + 1):
+                values["search_key"] = number
+        batches: list[tuple[Executable, list[dict[str, Any]]]] = [
+            (self.sessions.insert(), sessions),
+            (self._import_tasks, tasks),
+            (self.feedback.insert(), feedback),
         ]
-        for table, values in batches:
-            for start in range(0, len(values), IMPORT_CHUNK):
-                await connection.execute(table.insert(), values[start : start + IMPORT_CHUNK])
+        for statement, batch in batches:
+            for start in range(0, len(batch), IMPORT_CHUNK):
+                await connection.execute(statement, batch[start : start + IMPORT_CHUNK])
+
+    @functools.cached_property
+    def _import_tasks(self) -> Executable:
+        """The INSERT of imported tasks: ``search`` from ``:p_search`` as a save writes it
+        (PostgreSQL: its tsvector)."""
+        search: Any = bindparam("p_search")
+        if self.dialect == "postgresql":
+            search = tsvector_of(self.search_language, search)
+        return self.chat_tasks.insert().values(search=search)
 
     async def _check_ids(self, connection: AsyncConnection, rows: UserRows) -> None:
         """Raise ``IdConflict`` naming the first taken id, if any."""
@@ -900,6 +998,8 @@ def _session_row(item: StoredSession) -> dict[str, Any]:
         "updated_time": record.updated_time,
         "last_viewed_at": record.last_viewed_at,
         "expires_at": record.expires_at,
+        "pinned": record.pinned,
+        "search_name": name_words(record.name),
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from agentsession.stores.sql.schema import tables_from
+from agentsession.stores.sql.schema import comparison_filter, tables_from
 
 
 def _run() -> None:
@@ -33,6 +33,8 @@ def _run() -> None:
         version_table=target.version_table,
         version_table_schema=target.schema,
         compare_type=True,
+        # Autogenerate leaves alone what the metadata does not describe on this database.
+        include_object=comparison_filter(connection.dialect.name, target.prefix),
     )
     with context.begin_transaction():
         context.run_migrations()
