@@ -214,3 +214,49 @@ async def server_version(store: SqlStore) -> str:
     if store.dialect == "postgresql":
         return " ".join(version.split()[:2])
     return ("MariaDB " if "mariadb" in version.lower() else "MySQL ") + version.split("-")[0]
+
+
+#: Seconds a run waits for another run to give MariaDB's buffer pool back.
+POOL_LOCK_WAIT = 3600
+
+
+@asynccontextmanager
+async def buffer_pool(store: SqlStore, megabytes: int | None) -> AsyncIterator[None]:
+    """MariaDB: ``innodb_buffer_pool_size`` set to ``megabytes`` for the run (online,
+    ``SET GLOBAL``, MariaDB 10.2+), then put back, also on an error; None or 0 leaves
+    it alone. One run at a time resizes it (a named lock)."""
+    import asyncio
+    import time
+
+    from sqlalchemy import text
+
+    if not megabytes or store.dialect != "mysql":
+        yield
+        return
+    query = text("SELECT @@GLOBAL.innodb_buffer_pool_size")
+    async with store.engine.connect() as connection:
+        # A resize under another run's load fails its statements (error 1206), and each
+        # run would put back what the other had set.
+        lock = "SELECT GET_LOCK('agentsession_bench_pool', {wait})"
+        if not await connection.scalar(text(lock.format(wait=0))):
+            print("  waiting for another run to give MariaDB's buffer pool back", file=sys.stderr)
+            if not await connection.scalar(text(lock.format(wait=POOL_LOCK_WAIT))):
+                raise Unavailable("another benchmark run holds MariaDB's buffer pool")
+        before = int(await connection.scalar(query))
+
+        async def resize(size: int) -> None:
+            await connection.exec_driver_sql(f"SET GLOBAL innodb_buffer_pool_size = {size}")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and size != before:
+                if int(await connection.scalar(query)) != before:
+                    break
+                await asyncio.sleep(0.5)
+
+        print(f"  innodb_buffer_pool_size: {megabytes} MB for the run", file=sys.stderr)
+        await resize(megabytes * 1024 * 1024)
+        try:
+            yield
+        finally:
+            await connection.exec_driver_sql(f"SET GLOBAL innodb_buffer_pool_size = {before}")
+            await connection.scalar(text("SELECT RELEASE_LOCK('agentsession_bench_pool')"))
+            print(f"  innodb_buffer_pool_size: back to {before // 1048576} MB", file=sys.stderr)

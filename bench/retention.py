@@ -68,7 +68,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import contextlib
 import gc
 import os
 import platform
@@ -77,7 +76,7 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +103,7 @@ from agentsession.stores.sql.schema import chat_tasks, feedback
 from common import (
     LABELS,
     backend_list,
+    buffer_pool,
     command_line,
     fresh_database,
     positive_int,
@@ -555,36 +555,6 @@ class Result:
     control: list[float] = field(default_factory=list)  # beside ``cpu_control``
     collections_before: list[float] = field(default_factory=list)  # full GCs' pauses
     collections_during: list[float] = field(default_factory=list)
-
-
-@contextlib.asynccontextmanager
-async def buffer_pool(store: SqlStore, megabytes: int | None) -> AsyncIterator[None]:
-    """MariaDB: ``innodb_buffer_pool_size`` set to ``megabytes`` for the run, then put back.
-
-    The pool is resized online (``SET GLOBAL``, MariaDB 10.2+); the server keeps running.
-    """
-    if megabytes is None or store.dialect != "mysql":
-        yield
-        return
-    async with store.engine.connect() as connection:
-        before = int(await connection.scalar(text("SELECT @@GLOBAL.innodb_buffer_pool_size")))
-
-        async def resize(size: int) -> None:
-            await connection.exec_driver_sql(f"SET GLOBAL innodb_buffer_pool_size = {size}")
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                now = await connection.scalar(text("SELECT @@GLOBAL.innodb_buffer_pool_size"))
-                if int(now) != before or size == before:
-                    break
-                await asyncio.sleep(0.5)
-
-        print(f"  innodb_buffer_pool_size: {megabytes} MB for the run", file=sys.stderr)
-        await resize(megabytes * 1024 * 1024)
-        try:
-            yield
-        finally:
-            await connection.exec_driver_sql(f"SET GLOBAL innodb_buffer_pool_size = {before}")
-            print(f"  innodb_buffer_pool_size: back to {before // 1048576} MB", file=sys.stderr)
 
 
 async def run_backend(backend: str, args: Args) -> Result:

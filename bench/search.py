@@ -117,7 +117,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,7 @@ from common import (
     LABELS,
     Unavailable,
     backend_list,
+    buffer_pool,
     command_line,
     fresh_database,
     positive_int,
@@ -177,8 +178,6 @@ CONTROL_REV = "d3fe8e3"
 #: in the OS page cache that PostgreSQL and SQLite read through (InnoDB reads with
 #: O_DIRECT here, so its pool is all the cache it has).
 BUFFER_POOL_MB = 6144
-#: Seconds a run waits for another one to give the buffer pool back.
-POOL_LOCK_WAIT = 3600
 PLAN_LINES = 40
 
 _FUNCTION_TEXT = """the to and a of in is it you that for i on with this be are can my we as at have
@@ -885,43 +884,6 @@ async def compare_saves(backend: str, args: Args, tag: str) -> SaveResult:
 
 
 # --------------------------------------------------------------------------- one backend
-
-
-@contextlib.asynccontextmanager
-async def buffer_pool(store: SqlStore, megabytes: int) -> AsyncIterator[None]:
-    """MariaDB: ``innodb_buffer_pool_size`` set to ``megabytes`` for the run (online,
-    ``SET GLOBAL``), then put back, also on an error (as ``bench/retention.py`` does);
-    0 leaves it alone."""
-    if megabytes <= 0 or store.dialect != "mysql":
-        yield
-        return
-    query = text("SELECT @@GLOBAL.innodb_buffer_pool_size")
-    async with store.engine.connect() as connection:
-        # One run at a time resizes the pool: a resize under another run's load fails its
-        # statements (error 1206), and each would put back what the other had set.
-        lock = "SELECT GET_LOCK('agentsession_bench_search_pool', {wait})"
-        if not await connection.scalar(text(lock.format(wait=0))):
-            print("  waiting for another run to give MariaDB's buffer pool back", file=sys.stderr)
-            if not await connection.scalar(text(lock.format(wait=POOL_LOCK_WAIT))):
-                raise Unavailable("another bench/search.py run holds MariaDB's buffer pool")
-        before = int(await connection.scalar(query))
-
-        async def resize(size: int) -> None:
-            await connection.exec_driver_sql(f"SET GLOBAL innodb_buffer_pool_size = {size}")
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and size != before:
-                if int(await connection.scalar(query)) != before:
-                    break
-                await asyncio.sleep(0.5)
-
-        print(f"  innodb_buffer_pool_size: {megabytes} MB for the run", file=sys.stderr)
-        await resize(megabytes * 1024 * 1024)
-        try:
-            yield
-        finally:
-            await connection.exec_driver_sql(f"SET GLOBAL innodb_buffer_pool_size = {before}")
-            await connection.scalar(text("SELECT RELEASE_LOCK('agentsession_bench_search_pool')"))
-            print(f"  innodb_buffer_pool_size: back to {before // 1048576} MB", file=sys.stderr)
 
 
 @dataclass
